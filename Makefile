@@ -1,0 +1,36 @@
+# msewatch: the two quick-start targets are `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+DEMO    ?= tests/data/corpus/demo.pcap
+
+.PHONY: demo test setup system-deps bench lint zeek-test clean
+
+$(BIN)/msewatch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/msewatch
+
+# Suricata 7 (bookworm-backports), ndpiReader, jq, tcpdump: needed by the Suricata tests and
+# benchmarks. Installs when run as root on Debian; otherwise says what is missing.
+system-deps:
+	@tools/setup-system.sh
+
+demo: setup
+	$(BIN)/msewatch analyze $(DEMO) -o demo-verdicts.jsonl
+	@echo "verdicts written to demo-verdicts.jsonl"
+
+test: setup system-deps
+	$(BIN)/pytest -q
+
+bench: setup system-deps
+	$(BIN)/python benchmarks/run_all.py
+
+zeek-test: setup
+	tests/zeek/run
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-verdicts.jsonl .pytest_cache

@@ -1,0 +1,229 @@
+"""Host model: what one local host has been doing, over 10 s / 2 min / 30 min windows.
+
+Distinct remote IPs and ports are estimated with HyperLogLog (Apache DataSketches), kept
+per time bucket so a window's count is the union of its live buckets. Evidence counters
+(P2P flows, encrypted peer-like flows, discovery) decay exponentially with a half-life,
+so a host that stopped sharing an hour ago drifts back towards normal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+from ..config import HostConfig
+from ..verdict import NORMAL_HOST, P2P_HOST, UNKNOWN
+from .flow import sigmoid
+
+DISCOVERY = frozenset({"dht", "tracker", "lsd"})
+PEER_PROTOCOLS = frozenset({"bt_mse", "bt_plain", "utp"})
+
+
+class _WindowedDistinct:
+    """Approximate distinct count over a sliding window of `width` seconds."""
+
+    __slots__ = ("width", "step", "lg_k", "buckets")
+
+    def __init__(self, width: float, n_buckets: int, lg_k: int) -> None:
+        self.width = width
+        self.step = width / n_buckets
+        self.lg_k = lg_k
+        self.buckets: dict[int, hll_sketch] = {}
+
+    def add(self, ts: float, item: str) -> None:
+        b = int(ts // self.step)
+        sk = self.buckets.get(b)
+        if sk is None:
+            self._expire(ts)
+            sk = self.buckets[b] = hll_sketch(self.lg_k, tgt_hll_type.HLL_4)
+        sk.update(item)
+
+    def _expire(self, ts: float) -> None:
+        oldest = int((ts - self.width) // self.step)
+        for b in [b for b in self.buckets if b <= oldest]:
+            del self.buckets[b]
+
+    def estimate(self, ts: float) -> float:
+        self._expire(ts)
+        if not self.buckets:
+            return 0.0
+        if len(self.buckets) == 1:
+            return next(iter(self.buckets.values())).get_estimate()
+        u = hll_union(self.lg_k)
+        for sk in self.buckets.values():
+            u.update(sk)
+        return u.get_estimate()
+
+
+class _Decaying:
+    __slots__ = ("value", "ts")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.ts = 0.0
+
+    def add(self, ts: float, amount: float, half_life: float) -> None:
+        self.value = self.at(ts, half_life) + amount
+        self.ts = max(ts, self.ts)
+
+    def at(self, ts: float, half_life: float) -> float:
+        if ts <= self.ts or self.value == 0.0:
+            return self.value
+        return self.value * math.pow(0.5, (ts - self.ts) / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class HostFlowObservation:
+    """What the host model learns from one decided flow of a local host."""
+
+    ts: float
+    remote_h: str
+    remote_p: int
+    proto: str
+    protocol: str | None  # the flow verdict's protocol guess
+    p2p: bool  # the flow was labelled p2p_likely
+    encrypted_peerlike: bool  # random-looking flow to a high port, P2P-shaped but unproven
+
+
+class HostState:
+    __slots__ = (
+        "host", "first_ts", "last_ts", "flows", "ips", "ports", "p2p_flows", "enc_flows",
+        "discovery", "last_discovery", "last_encrypted", "last_p2p", "near", "normal_flows", "label", "reported",
+    )
+
+    def __init__(self, host: str, ts: float, cfg: HostConfig) -> None:
+        self.host = host
+        self.first_ts = ts
+        self.last_ts = ts
+        self.flows = 0
+        self.ips = tuple(_WindowedDistinct(w, cfg.buckets_per_window, cfg.hll_lg_k) for w in cfg.windows)
+        self.ports = tuple(_WindowedDistinct(w, cfg.buckets_per_window, cfg.hll_lg_k) for w in cfg.windows)
+        self.p2p_flows = _Decaying()
+        self.enc_flows = _Decaying()
+        self.discovery = _Decaying()
+        self.near = _Decaying()
+        self.normal_flows = _Decaying()
+        self.last_discovery = -math.inf
+        self.last_encrypted = -math.inf
+        self.last_p2p = -math.inf
+        self.label = UNKNOWN
+        self.reported = UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class HostScore:
+    score: float
+    probability: float
+    label: str
+    reasons: tuple[str, ...]
+
+
+class HostModel:
+    """Per-host state for local hosts; bounded by `max_hosts` (least recently seen evicted)."""
+
+    def __init__(self, cfg: HostConfig) -> None:
+        self.cfg = cfg
+        self.hosts: dict[str, HostState] = {}
+
+    def _state(self, host: str, ts: float) -> HostState:
+        st = self.hosts.get(host)
+        if st is None:
+            if len(self.hosts) >= self.cfg.max_hosts:
+                oldest = min(self.hosts.values(), key=lambda h: h.last_ts)
+                del self.hosts[oldest.host]
+            st = self.hosts[host] = HostState(host, ts, self.cfg)
+        return st
+
+    def observe(self, host: str, o: HostFlowObservation) -> None:
+        cfg = self.cfg
+        st = self._state(host, o.ts)
+        st.last_ts = max(st.last_ts, o.ts)
+        st.flows += 1
+        high_port = o.remote_p >= 1024
+        if high_port:
+            for w in st.ips:
+                w.add(o.ts, o.remote_h)
+            for w in st.ports:
+                w.add(o.ts, str(o.remote_p))
+        hl = cfg.half_life
+        if o.p2p and o.protocol in DISCOVERY:
+            st.discovery.add(o.ts, 1.0, hl)
+            st.last_discovery = max(st.last_discovery, o.ts)
+            if o.ts - st.last_encrypted <= cfg.discovery_delta:
+                st.near.add(o.ts, 1.0, hl)
+        elif o.p2p:
+            st.p2p_flows.add(o.ts, 1.0, hl)
+            st.last_p2p = max(st.last_p2p, o.ts)
+        elif o.encrypted_peerlike:
+            st.enc_flows.add(o.ts, 1.0, hl)
+            st.last_encrypted = max(st.last_encrypted, o.ts)
+            if o.ts - st.last_discovery <= cfg.discovery_delta:
+                st.near.add(o.ts, 1.0, hl)
+        else:
+            st.normal_flows.add(o.ts, 1.0, hl)
+
+    def p2p_activity_near(self, host: str, ts: float) -> str | None:
+        """Which P2P activity of `host` lies within discovery_delta of `ts`, if any.
+
+        Discovery (DHT, tracker, LSD) or a recognised peer flow shortly before or after a
+        flow starts is the host-level evidence family for that flow."""
+        st = self.hosts.get(host)
+        if st is None:
+            return None
+        d = self.cfg.discovery_delta
+        if abs(ts - st.last_discovery) <= d:
+            return "discovery"
+        if abs(ts - st.last_p2p) <= d:
+            return "p2p_flow"
+        return None
+
+    def score(self, host: str, ts: float | None = None) -> HostScore:
+        st = self.hosts.get(host)
+        cfg = self.cfg
+        if st is None:
+            return HostScore(cfg.bias, sigmoid(cfg.bias), UNKNOWN, ())
+        t = st.last_ts if ts is None else ts
+        hl = cfg.half_life
+        p2p = st.p2p_flows.at(t, hl)
+        enc = st.enc_flows.at(t, hl)
+        disc = st.discovery.at(t, hl)
+        near = st.near.at(t, hl)
+        normal = st.normal_flows.at(t, hl)
+        # Karagiannis: for P2P, distinct remote IPs ~ distinct remote ports (both high).
+        ips = st.ips[1].estimate(t)
+        ports = st.ports[1].estimate(t)
+        fanout = min(ips, ports)
+        s = (
+            cfg.bias
+            + cfg.w_p2p_flows * math.log1p(p2p) * 2
+            + cfg.w_encrypted_peerlike * math.log1p(enc) * 2
+            + cfg.w_discovery * math.log1p(disc) * 2
+            + cfg.w_discovery_near_encrypted * math.log1p(near) * 2
+            + cfg.w_peer_fanout * math.log1p(fanout)
+            + cfg.w_normal_flows * normal
+        )
+        p = sigmoid(s)
+        reasons = (
+            f"p2p_flows={p2p:.1f}",
+            f"encrypted_peerlike={enc:.1f}",
+            f"discovery={disc:.1f}",
+            f"discovery_near_encrypted={near:.1f}",
+            f"remote_ips_2m={ips:.0f}",
+            f"remote_ports_2m={ports:.0f}",
+            f"remote_ips_10s={st.ips[0].estimate(t):.0f}",
+            f"remote_ips_30m={st.ips[2].estimate(t):.0f}",
+            f"flows={st.flows}",
+        )
+        if p >= cfg.t_high:
+            label = P2P_HOST
+        elif p <= cfg.t_low and st.flows >= cfg.min_flows:
+            label = NORMAL_HOST
+        else:
+            label = UNKNOWN
+        # hysteresis: once P2P, a host stays P2P until its evidence decays below t_low
+        if st.label == P2P_HOST and label == UNKNOWN:
+            label = P2P_HOST
+        st.label = label
+        return HostScore(s, p, label, reasons)
