@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-DEMO    ?= tests/data/corpus/demo.pcap
+DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 
 .PHONY: demo test setup system-deps bench lint zeek-test clean
 

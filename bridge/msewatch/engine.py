@@ -294,6 +294,7 @@ class Engine:
             decided_at=d.ts,
             reasons=reasons,
             families=d.score.families,
+            score_path=d.path,
         )
         self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]

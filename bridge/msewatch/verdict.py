@@ -31,6 +31,7 @@ class FlowVerdict:
     decided_at: float  # timestamp of that packet (or of the flow's end)
     reasons: tuple[str, ...]  # "name=value"
     families: tuple[str, ...]  # evidence families that contributed
+    score_path: tuple[tuple[int, float], ...] = ()  # (payload packets, P) at each prefix scored
 
     def to_dict(self) -> dict:
         k = self.key
@@ -53,6 +54,7 @@ class FlowVerdict:
             "decided_at": round(self.decided_at, 6),
             "reasons": list(self.reasons),
             "families": list(self.families),
+            "score_path": [[n, round(p, 4)] for n, p in self.score_path],
         }
 
 

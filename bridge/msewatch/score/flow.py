@@ -68,6 +68,7 @@ class Decision:
     probability: float
     packet: int  # payload packets in the prefix that decided (0 = none)
     ts: float
+    path: tuple[tuple[int, float], ...] = ()  # (payload packets, P) at each prefix scored
 
 
 def label_for(
@@ -125,15 +126,17 @@ def decide(
         label, s, p = label_for(fs, s_host, host_family, 0, ev.complete, sc)
         if label == P2P and not fs.plaintext:
             label = UNKNOWN
-        return Decision(label, fs, s, p, 0, ev.ts + ev.duration)
+        return Decision(label, fs, s, p, 0, ev.ts + ev.duration, ((0, p),))
     last: Decision | None = None
+    path: list[tuple[int, float]] = []
     for n in decision_points(sizes):
         pre = ev.prefix(n)
         fs = score_observations(observe(pre), sc)
         whole = n == len(sizes)
         old_enough = n >= sc.min_packets_normal or (whole and ev.complete)
         label, s, p = label_for(fs, s_host, host_family, n, old_enough, sc)
-        last = Decision(label, fs, s, p, n, ev.ts + ev.times[n - 1])
+        path.append((n, p))
+        last = Decision(label, fs, s, p, n, ev.ts + ev.times[n - 1], tuple(path))
         if label != UNKNOWN:
             return last
     assert last is not None
