@@ -1,0 +1,52 @@
+# Test helper: prints every MSEWatch::flow_evidence as one JSON object per
+# line, with the field names of docs/evidence.md (ports as numbers plus
+# "proto"), so that it can be compared with `msewatch evidence PCAP`.
+
+module MSEWatchTest;
+
+redef MSEWatch::listen = F;
+
+type EvidenceLine: record {
+	version:      count;
+	proto:        string;
+	uid:          string;
+	community_id: string;
+	orig_h:       addr;
+	orig_p:       count;
+	resp_h:       addr;
+	resp_p:       count;
+	ts:           time;
+	sizes:        vector of int;
+	times:        vector of interval;
+	bursts:       vector of int;
+	orig_heads:   vector of string;
+	resp_heads:   vector of string;
+	orig_pkts:    count;
+	resp_pkts:    count;
+	orig_bytes:   count;
+	resp_bytes:   count;
+	duration:     interval;
+	handshake:    bool;
+	closed:       bool;
+	complete:     bool;
+};
+
+event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
+    orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
+    sizes: vector of int, times: vector of interval, bursts: vector of int,
+    orig_heads: vector of string, resp_heads: vector of string,
+    orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
+    duration: interval, handshake: bool, closed: bool, complete: bool)
+	{
+	print to_json(EvidenceLine($version=version,
+	                           $proto=cat(get_port_transport_proto(resp_p)),
+	                           $uid=uid, $community_id=community_id,
+	                           $orig_h=orig_h, $orig_p=port_to_count(orig_p),
+	                           $resp_h=resp_h, $resp_p=port_to_count(resp_p),
+	                           $ts=ts, $sizes=sizes, $times=times, $bursts=bursts,
+	                           $orig_heads=orig_heads, $resp_heads=resp_heads,
+	                           $orig_pkts=orig_pkts, $resp_pkts=resp_pkts,
+	                           $orig_bytes=orig_bytes, $resp_bytes=resp_bytes,
+	                           $duration=duration, $handshake=handshake,
+	                           $closed=closed, $complete=complete));
+	}

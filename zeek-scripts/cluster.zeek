@@ -1,0 +1,48 @@
+##! Cluster: workers record and publish the evidence, the manager talks to
+##! the bridge.
+##!
+##! * Workers publish :zeek:see:`MSEWatch::flow_evidence` on the evidence
+##!   topic themselves; the cluster backend carries it to the bridge's
+##!   WebSocket connection on the manager (no relay through the manager).
+##! * Only the manager subscribes to :zeek:see:`MSEWatch::verdict_topic`.
+##!   It writes msewatch.log and raises the notices (verdicts.zeek), so each
+##!   verdict is logged once however many workers there are.
+##! * The connection a flow verdict is about lives on one worker, which the
+##!   manager does not know: it sends the conn.log label to all workers
+##!   (:zeek:see:`Cluster::worker_topic`) and the worker that still waits
+##!   for that uid keeps it; the others drop it at the cost of one table
+##!   lookup.  :zeek:see:`MSEWatch::conn_log_labels` limits this traffic.
+
+@load base/frameworks/cluster
+@load ./main
+@load ./verdicts
+
+module MSEWatch;
+
+export {
+	## Manager to workers: the conn.log label of flow *uid*.
+	global conn_label: event(uid: string, label: string);
+}
+
+event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
+    resp_p: port, label: string, protocol: string, probability: double,
+    reasons: vector of string, decided_at: time, decided_at_packet: count)
+	{
+	if ( ! Cluster::is_enabled() || Cluster::local_node_type() != Cluster::MANAGER )
+		return;
+
+	if ( label !in conn_log_labels )
+		return;
+
+	local tag = conn_label_of(label, protocol);
+@if ( Version::at_least("7.1") )
+	Cluster::publish(Cluster::worker_topic, MSEWatch::conn_label, uid, tag);
+@else
+	Broker::publish(Cluster::worker_topic, MSEWatch::conn_label, uid, tag);
+@endif
+	}
+
+event MSEWatch::conn_label(uid: string, label: string)
+	{
+	remember_conn_label(uid, label);
+	}

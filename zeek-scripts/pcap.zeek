@@ -1,0 +1,115 @@
+##! Reading a pcap with a bridge attached (:zeek:see:`MSEWatch::pcap_wait_for_bridge`).
+##!
+##! ``zeek -r`` would finish the trace before a bridge could connect and exit
+##! before its verdicts came back.  With the option set (and
+##! ``exit_only_after_terminate = T``), Zeek
+##!
+##! 1. suspends packet processing at the end of ``zeek_init``,
+##! 2. resumes it when a WebSocket client subscribed to the evidence topic
+##!    connects (``Cluster::websocket_client_added``),
+##! 3. at the end of the trace (``Pcap::file_done``) publishes the evidence
+##!    of every flow still being recorded: network time is frozen from then
+##!    on, so neither timers nor inactivity would publish it,
+##! 4. terminates once every published flow has its verdict, so that
+##!    conn.log, written at termination, carries the labels.
+##!
+##! Needs Zeek 7.2 or later (the WebSocket client events).
+
+@load ./main
+@load ./evidence
+@load ./verdicts
+
+module MSEWatch;
+
+# Flows whose evidence went out and whose verdict has not come back.
+global awaiting_verdict: set[string];
+global waiting_for_client = F;
+global waiting_for_verdicts = F;
+
+function wants_bridge(): bool
+	{
+	return pcap_wait_for_bridge && reading_traces();
+	}
+
+# A client that subscribed to the evidence topic, or to a prefix of it, or
+# to one of its shards.
+function subscribes_to_evidence(subscriptions: string_vec): bool
+	{
+	for ( i in subscriptions )
+		{
+		local topic = subscriptions[i];
+		if ( starts_with(evidence_topic, topic) || starts_with(topic, evidence_topic) )
+			return T;
+		}
+
+	return F;
+	}
+
+function terminate_when_answered()
+	{
+	if ( waiting_for_verdicts && |awaiting_verdict| == 0 )
+		terminate();
+	}
+
+event zeek_init() &priority=-10
+	{
+	if ( ! wants_bridge() )
+		return;
+
+	if ( ! exit_only_after_terminate )
+		Reporter::warning("MSEWatch: pcap_wait_for_bridge without exit_only_after_terminate=T: Zeek exits at the end of the trace, before the last verdicts arrive");
+
+@if ( Version::at_least("7.2") )
+	track_open_flows = T;
+	waiting_for_client = T;
+	suspend_processing();
+@else
+	Reporter::warning("MSEWatch: pcap_wait_for_bridge needs Zeek 7.2 or later; not waiting");
+@endif
+	}
+
+@if ( Version::at_least("7.2") )
+event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscriptions: string_vec)
+	{
+	if ( ! waiting_for_client || ! subscribes_to_evidence(subscriptions) )
+		return;
+
+	waiting_for_client = F;
+	continue_processing();
+	}
+@endif
+
+hook evidence_published(c: connection, ending: bool)
+	{
+	if ( track_open_flows )
+		add awaiting_verdict[c$uid];
+	}
+
+event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
+    resp_p: port, label: string, protocol: string, probability: double,
+    reasons: vector of string, decided_at: time, decided_at_packet: count) &priority=-10
+	{
+	if ( uid !in awaiting_verdict )
+		return;
+
+	delete awaiting_verdict[uid];
+	terminate_when_answered();
+	}
+
+event Pcap::file_done(path: string)
+	{
+	if ( ! track_open_flows )
+		return;
+
+	# publish_now() deletes from open_flows: collect first.
+	local ids: vector of conn_id = vector();
+	for ( uid in open_flows )
+		ids += open_flows[uid];
+
+	for ( i in ids )
+		if ( connection_exists(ids[i]) )
+			publish_now(lookup_connection(ids[i]));
+
+	waiting_for_verdicts = T;
+	terminate_when_answered();
+	}

@@ -1,0 +1,226 @@
+##! Verdicts from the bridge: msewatch.log, notices, and the ``msewatch``
+##! field of conn.log.
+##!
+##! The bridge publishes :zeek:see:`MSEWatch::verdict` and
+##! :zeek:see:`MSEWatch::host_verdict` on :zeek:see:`MSEWatch::verdict_topic`.
+##! The node that talks to the bridge (standalone, or the manager) logs them
+##! and raises the notices; conn.log is labelled where the connection lives
+##! (the same node, or a worker: see cluster.zeek).
+
+@load base/frameworks/notice
+@load base/protocols/conn
+@load ./main
+@load ./evidence
+
+module MSEWatch;
+
+export {
+	## The msewatch logging stream identifier.
+	redef enum Log::ID += { LOG };
+
+	## A default logging policy hook for the stream.
+	global log_policy: Log::PolicyHook;
+
+	## One verdict: a flow's (kind "flow") or a host's (kind "host").
+	type Info: record {
+		## When the verdict was reached: ``decided_at`` of a flow verdict,
+		## ``ts`` of a host verdict.
+		ts:                time             &log;
+		## The flow's connection uid (flow verdicts).
+		uid:               string           &log &optional;
+		## The flow's endpoints (flow verdicts).
+		id:                conn_id          &log &optional;
+		## "flow" or "host".
+		kind:              string           &log;
+		## The host a host verdict is about.
+		host:              addr             &log &optional;
+		## p2p_likely, normal_likely or unknown (flows); p2p_host,
+		## normal_host or unknown (hosts).
+		label:             string           &log;
+		## The protocol guess of a flow verdict (bt_mse, bt_plain, utp,
+		## dht, tracker, lsd), unset when there is none.
+		protocol:          string           &log &optional;
+		## The probability behind the label.
+		probability:       double           &log;
+		## The host score (log-odds) of a host verdict.
+		score:             double           &log &optional;
+		## The reasons, as ``name=value`` strings.
+		reasons:           vector of string &log;
+		## Time of the packet at which the flow's decision was reached.
+		decided_at:        time             &log &optional;
+		## Payload packets seen when the flow's decision was reached
+		## (1-based; 0 = none).
+		decided_at_packet: count            &log &optional;
+	};
+
+	## Event that can be handled to access each msewatch.log record.
+	global log_msewatch: event(rec: Info);
+
+	redef enum Notice::Type += {
+		## A flow looks like encrypted BitTorrent (MSE/PE): label
+		## p2p_likely with protocol bt_mse.
+		Encrypted_BitTorrent,
+		## A flow looks like P2P traffic other than MSE/PE (plaintext
+		## BitTorrent, uTP, DHT, tracker, LSD, or no protocol guess).
+		P2P_Flow,
+		## A host behaves like a P2P client (label p2p_host).
+		P2P_Host,
+	};
+
+	## How long a notice is suppressed after it was raised for the same
+	## local host (and protocol, for P2P_Flow).
+	option notice_suppression: interval = 1 hr;
+
+	## Flow labels that are written to conn.log's ``msewatch`` field.
+	## In a cluster every one of them is also sent to every worker, so a
+	## large cluster may want only ``set("p2p_likely")``.
+	option conn_log_labels: set[string] = set("p2p_likely", "normal_likely", "unknown");
+
+	## How long a connection whose evidence was published waits for its
+	## verdict to be attached to its conn.log entry.
+	const conn_label_timeout = 6 hr &redef;
+
+	## A flow's verdict, published by the bridge (docs/evidence.md).
+	## *protocol* is "" when there is no guess.
+	global verdict: event(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
+	    resp_p: port, label: string, protocol: string, probability: double,
+	    reasons: vector of string, decided_at: time, decided_at_packet: count);
+
+	## A host's verdict, published by the bridge (docs/evidence.md).
+	global host_verdict: event(host: addr, label: string, score: double,
+	    probability: double, reasons: vector of string, ts: time);
+
+	## The conn.log label of a flow verdict: ``label`` or ``label:protocol``.
+	global conn_label_of: function(label: string, protocol: string): string;
+
+	## Remembers *label* for connection *uid* if that connection lives on
+	## this node and still waits for it; it is written to conn.log when the
+	## connection is removed.
+	global remember_conn_label: function(uid: string, label: string);
+}
+
+redef record Conn::Info += {
+	## The msewatch verdict of the flow as ``label:protocol`` (or just
+	## ``label``), when it arrived before the connection ended.
+	msewatch: string &log &optional;
+};
+
+# uid -> label ("" while waiting) of the connections on this node whose
+# evidence went out and that are still alive.  Bounded by the live
+# connections: entries go when the connection does.
+global awaiting_label: table[string] of string &create_expire=conn_label_timeout;
+
+global attach_conn_label: Conn::RemovalHook;
+
+event zeek_init() &priority=5
+	{
+	Log::create_stream(MSEWatch::LOG, Log::Stream($columns=Info, $ev=log_msewatch,
+	                                              $path="msewatch", $policy=log_policy));
+
+	if ( ! is_bridge_node() )
+		return;
+
+@if ( Version::at_least("7.1") )
+	Cluster::subscribe(verdict_topic);
+@else
+	Broker::subscribe(verdict_topic);
+@endif
+	}
+
+function conn_label_of(label: string, protocol: string): string
+	{
+	return protocol == "" ? label : fmt("%s:%s", label, protocol);
+	}
+
+function remember_conn_label(uid: string, label: string)
+	{
+	if ( uid in awaiting_label )
+		awaiting_label[uid] = label;
+	}
+
+hook evidence_published(c: connection, ending: bool)
+	{
+	if ( ending || |conn_log_labels| == 0 )
+		return;
+
+	awaiting_label[c$uid] = "";
+	Conn::register_removal_hook(c, attach_conn_label);
+	}
+
+hook attach_conn_label(c: connection)
+	{
+	if ( c$uid !in awaiting_label )
+		return;
+
+	local label = awaiting_label[c$uid];
+	delete awaiting_label[c$uid];
+
+	if ( label != "" && c?$conn )
+		c$conn$msewatch = label;
+	}
+
+function flow_notice_type(protocol: string): Notice::Type
+	{
+	return protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
+	}
+
+function raise_flow_notice(uid: string, id: conn_id, protocol: string,
+                           probability: double, reasons: vector of string)
+	{
+	local note = flow_notice_type(protocol);
+	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
+	                                          : fmt("P2P (%s)", protocol == "" ? "unknown protocol" : protocol);
+	local host = local_host(id$orig_h, id$resp_h);
+
+	NOTICE(Notice::Info($note=note,
+	                    $msg=fmt("%s -> %s:%s looks like %s (p=%.2f)", id$orig_h,
+	                             id$resp_h, id$resp_p, what, probability),
+	                    $sub=join_string_vec(reasons, " "),
+	                    $uid=uid, $id=id, $src=id$orig_h, $dst=id$resp_h, $p=id$resp_p,
+	                    $identifier=note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol),
+	                    $suppress_for=notice_suppression));
+	}
+
+function raise_host_notice(host: addr, score: double, probability: double,
+                           reasons: vector of string)
+	{
+	NOTICE(Notice::Info($note=P2P_Host,
+	                    $msg=fmt("%s behaves like a P2P client (p=%.2f, score=%.2f)",
+	                             host, probability, score),
+	                    $sub=join_string_vec(reasons, " "),
+	                    $src=host,
+	                    $identifier=cat(host),
+	                    $suppress_for=notice_suppression));
+	}
+
+event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
+    resp_p: port, label: string, protocol: string, probability: double,
+    reasons: vector of string, decided_at: time, decided_at_packet: count)
+	{
+	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
+	local rec = Info($ts=decided_at, $uid=uid, $id=id, $kind="flow", $label=label,
+	                 $probability=probability, $reasons=reasons,
+	                 $decided_at=decided_at, $decided_at_packet=decided_at_packet);
+	if ( protocol != "" )
+		rec$protocol = protocol;
+
+	Log::write(MSEWatch::LOG, rec);
+
+	if ( label == "p2p_likely" )
+		raise_flow_notice(uid, id, protocol, probability, reasons);
+
+	# In a cluster the connection lives on a worker: cluster.zeek sends it there.
+	if ( ! Cluster::is_enabled() && label in conn_log_labels )
+		remember_conn_label(uid, conn_label_of(label, protocol));
+	}
+
+event MSEWatch::host_verdict(host: addr, label: string, score: double,
+    probability: double, reasons: vector of string, ts: time)
+	{
+	Log::write(MSEWatch::LOG, Info($ts=ts, $kind="host", $host=host, $label=label,
+	                               $probability=probability, $score=score,
+	                               $reasons=reasons));
+
+	if ( label == "p2p_host" )
+		raise_host_notice(host, score, probability, reasons);
+	}
