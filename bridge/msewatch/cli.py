@@ -1,5 +1,5 @@
-"""`msewatch` command line: analyze, evidence, check-config, default-config, and the
-entry points of the bridge (run), EVE annotation (annotate), rules and eval."""
+"""`msewatch` command line: analyze, evidence, run, check-config, default-config, and
+the entry points of EVE annotation (annotate), the rule pack (rules), eval and report."""
 
 from __future__ import annotations
 
@@ -174,20 +174,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The live bridge: evidence from Zeek in, verdicts to Zeek (and outputs) out."""
+    from .bridge import main_run
+
+    try:
+        cfg = load_config(args.config)
+        if args.shard:
+            from .config import parse_config
+
+            data = cfg.model_dump()
+            data["zeek"]["shard"] = args.shard
+            cfg = parse_config(data, "--shard")
+    except ConfigError as e:
+        return _die(str(e))
+    return main_run(cfg)
+
+
 def cmd_default_config(args: argparse.Namespace) -> int:
     sys.stdout.write(default_config_text())
     return EXIT_OK
-
-
-def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    """Subcommands whose argument parsing lives with their implementation."""
-
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__dict__[func](args.rest)
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,23 +219,39 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     c.set_defaults(func=cmd_check_config)
 
+    r = sub.add_parser("run", help="the live bridge: score evidence from Zeek and send verdicts back")
+    r.add_argument("-c", "--config", help="YAML config (zeek:, metrics:, log:, outputs: sections)")
+    r.add_argument("--shard", help='take only shard "i/N" of the evidence (overrides zeek.shard)')
+    r.set_defaults(func=cmd_run)
+
     d = sub.add_parser("default-config", help="print the bundled default config, documented line by line")
     d.set_defaults(func=cmd_default_config)
 
-    for name, module, func, helptext in DELEGATED:
-        s = sub.add_parser(name, help=helptext, add_help=False)
-        s.add_argument("rest", nargs=argparse.REMAINDER)
-        s.set_defaults(func=_delegate(module, func))
+    for name, _module, _func, helptext in DELEGATED:
+        sub.add_parser(name, help=helptext, add_help=False)  # listed in --help; run by main()
     return p
 
 
+# Subcommands whose argument parsing lives with their implementation:
 # name, module, function taking argv, help
-DELEGATED: list[tuple[str, str, str, str]] = []
+DELEGATED: list[tuple[str, str, str, str]] = [
+    ("eval", "msewatch.evaluate", "main_eval", "score the engine against labelled pcaps (precision, recall, FP rate)"),
+    ("annotate", "msewatch.sinks.eve_annotate", "main_annotate", "add msewatch verdicts to Suricata EVE JSON"),
+    ("rules", "msewatch.suricata.rules", "main_rules", "build, check or release the Suricata rule pack"),
+    ("report", "msewatch.report", "main_report", "write a self-contained HTML report of the verdicts"),
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = {name: (module, func) for name, module, func, _ in DELEGATED}
     try:
+        if argv and argv[0] in delegated:
+            import importlib
+
+            module, func = delegated[argv[0]]
+            return getattr(importlib.import_module(module), func)(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except BrokenPipeError:
         return EXIT_OK

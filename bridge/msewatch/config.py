@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_zeek import LogConfig, MetricsConfig, ZeekConfig
 from .detect.params import DetectParams
 
 
@@ -119,16 +120,26 @@ class HostConfig(_Strict):
     )
     max_hosts: int = Field(100_000, ge=1)
     bias: float = -3.0
-    w_p2p_flows: float = 3.5
-    w_encrypted_peerlike: float = 0.8
-    w_discovery: float = 1.2
-    w_discovery_near_encrypted: float = 2.0
+    w_p2p_flows: float = 7.0
+    w_encrypted_peerlike: float = 0.5
+    w_discovery: float = 5.0
+    w_discovery_near_encrypted: float = 4.0
     w_peer_fanout: float = 0.6
     w_normal_flows: float = -0.05
     t_low: float = Field(0.2, gt=0, lt=1)
     t_high: float = Field(0.85, gt=0, lt=1)
     min_flows: int = Field(3, ge=1)
-    family_threshold: float = 0.0
+    family_threshold: float = 1.0
+
+
+class OutputsConfig(_Strict):
+    """Where `msewatch run` sends verdicts besides Zeek."""
+
+    verdicts_jsonl: str | None = None
+    suricata_socket: str | None = None
+    dataset: str = "msewatch-peers"
+    dataset_ttl: float = Field(3600.0, gt=0)
+    dataset_min_probability: float = Field(0.9, ge=0, le=1)
 
 
 class Config(_Strict):
@@ -137,6 +148,10 @@ class Config(_Strict):
     scoring: ScoringConfig = ScoringConfig()
     host: HostConfig = HostConfig()
     detect: dict[str, Any] = Field(default_factory=dict)
+    zeek: ZeekConfig = ZeekConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    outputs: OutputsConfig = OutputsConfig()
 
     @field_validator("detect")
     @classmethod

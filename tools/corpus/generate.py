@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import lab as labmod  # noqa: E402
-from pcapflows import read_flows  # noqa: E402
+from pcapflows import hosts_in_flows, read_flows, refine_protocol  # noqa: E402
 
 GENERATOR_VERSION = "1.0"
 LABEL_COLUMNS = ["pcap", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "label", "protocol", "client", "server"]
@@ -108,6 +108,8 @@ class Scenario:
     program: dict[str, str] = field(default_factory=dict)      # ip -> program of that host
     roles: list[Role] = field(default_factory=list)
     lab: labmod.Lab | None = None
+    bt_size: int = 512 << 10
+    bulk_size: int = 1 << 20
     rng: random.Random = None
 
     # hosts ---------------------------------------------------------------------------------
@@ -294,12 +296,15 @@ BT_PORT = {"libtorrent": 6881, "transmission": 51413, "aria2": 6991, "rtorrent":
 TRACKER_PORT = 6969
 
 
-def bt_pair(s: Scenario, seeder: str, leecher: str, mode: str, utp: bool = False, size: int = 1 << 20) -> None:
+def bt_pair(s: Scenario, seeder: str, leecher: str, mode: str, utp: bool = False) -> None:
     """One seeder, one leecher, different implementations. mode: rc4 | plainsel | plain."""
     v = s.versions
     sip = s.host("seeder", "p2p_host", v[seeder])
     lip = s.host("leecher", "p2p_host", v[leecher])
-    need_tracker = leecher != "libtorrent"
+    # Transmission and aria2 cannot be told a peer address, so a non-libtorrent leecher finds its
+    # seeder through the local tracker; rTorrent as a seeder only accepts peers once it has
+    # announced, so it gets the tracker too.
+    need_tracker = leecher != "libtorrent" or seeder == "rtorrent"
     trackers = []
     if need_tracker:
         s.host("tracker", "p2p_host", v["tracker"], last_octet=250)
@@ -314,7 +319,7 @@ def bt_pair(s: Scenario, seeder: str, leecher: str, mode: str, utp: bool = False
     if need_tracker:
         s.role("tcp", "tracker", TRACKER_PORT, "p2p", "tracker", v["tracker"])
     yield
-    t = s.make_torrent("payload", size, trackers)
+    t = s.make_torrent("payload", s.bt_size, trackers)
     procs = []
     if need_tracker:
         procs.append(s.tracker("tracker"))
@@ -362,9 +367,11 @@ def _register_pairs():
         ("rc4", "libtorrent", "rtorrent", False),
         ("plainsel", "aria2", "libtorrent", False),
         ("plainsel", "libtorrent", "aria2", False),
+        # aria2 always tries MSE first on connections it originates, even with
+        # --bt-require-crypto=false, so in plain_* scenarios aria2 only ever accepts.
         ("plain", "transmission", "libtorrent", False),
-        ("plain", "libtorrent", "aria2", False),
-        ("plain", "aria2", "transmission", False),
+        ("plain", "libtorrent", "transmission", False),
+        ("plain", "aria2", "libtorrent", False),
     ]
     prefix = {"rc4": "mse_rc4", "plainsel": "mse_plain", "plain": "plain"}
     for mode, a, b, utp in pairs:
@@ -394,9 +401,9 @@ def dht_local(s: Scenario):
     s.role("udp", None, port, "p2p", "dht", v["libtorrent"])
     s.role("tcp", None, port, "p2p", "bt_mse", v["libtorrent"])
     yield
-    t = s.make_torrent("payload", 1 << 20, [])
+    t = s.make_torrent("payload", s.bt_size, [])
     boot = f"{s.ip('boot')}:{port}"
-    common = dict(dht=True, dht_bootstrap=boot, dht_nodes=[boot], enc="enabled", level="both",
+    common = dict(dht=True, dht_bootstrap=boot, dht_nodes=[boot], enc="forced", level="rc4",
                   tcp=True, utp=False, timeout=90, dht_announce=True)
     procs = [s.libtorrent("boot", port, [], seed=True, dht=True, dht_bootstrap="", tcp=True, utp=False)]
     time.sleep(1)
@@ -423,19 +430,19 @@ def tracker_scenario(s: Scenario, kind: str):
     yield
     url = f"http://{s.ip('tracker')}:{TRACKER_PORT}/announce" if kind == "tcp" else \
         f"udp://{s.ip('tracker')}:{TRACKER_PORT}/announce"
-    t = s.make_torrent("payload", 1 << 20, [url])
+    t = s.make_torrent("payload", s.bt_size, [url])
     procs = [s.tracker("tracker")]
     time.sleep(0.5)
     procs.append(s.libtorrent("seeder", BT_PORT["libtorrent"], [dict(torrent=t.torrent_path,
                                                                      save=s.seed_dir("seeder", t), seed=True)],
-                              seed=True, enc="enabled", level="both"))
+                              seed=True, enc="forced", level="rc4"))
     time.sleep(1.5)
-    procs.append(s.transmission("leecher1", BT_PORT["transmission"], t, s.leech_dir("leecher1"), 1))
+    procs.append(s.transmission("leecher1", BT_PORT["transmission"], t, s.leech_dir("leecher1"), 2))
     if kind == "tcp":
         procs.append(s.aria2("leecher2", BT_PORT["aria2"], t, s.leech_dir("leecher2"), False, "arc4"))
     procs.append(s.libtorrent("leecher3", BT_PORT["libtorrent"], [dict(torrent=t.torrent_path,
                                                                        save=s.leech_dir("leecher3"))],
-                              seed=False, enc="enabled", level="both", linger=3))
+                              seed=False, enc="forced", level="rc4", linger=3))
     for n in ("leecher1", "leecher3") + (("leecher2",) if kind == "tcp" else ()):
         s.wait_file(os.path.join(s.leech_dir(n), "payload.bin"), t.data, 60)
     time.sleep(1)
@@ -455,12 +462,12 @@ def lsd_local(s: Scenario):
     s.role("udp", LSD_GROUP, 6771, "p2p", "lsd", v["libtorrent"])
     s.role("tcp", None, 6881, "p2p", "bt_mse", v["libtorrent"])
     yield
-    t = s.make_torrent("payload", 1 << 20, [])
+    t = s.make_torrent("payload", s.bt_size, [])
     procs = [s.libtorrent("seeder", 6881, [dict(torrent=t.torrent_path, save=s.seed_dir("seeder", t), seed=True)],
-                          seed=True, lsd=True)]
+                          seed=True, lsd=True, enc="forced", level="rc4")]
     time.sleep(1)
     procs.append(s.libtorrent("leecher", 6881, [dict(torrent=t.torrent_path, save=s.leech_dir("leecher"))],
-                              seed=False, lsd=True, timeout=60))
+                              seed=False, lsd=True, timeout=60, enc="forced", level="rc4"))
     s.wait_file(os.path.join(s.leech_dir("leecher"), "payload.bin"), t.data, 60)
     time.sleep(1)
     for p in reversed(procs):
@@ -482,21 +489,21 @@ def swarm(s: Scenario):
     s.role("tcp", "tracker", TRACKER_PORT, "p2p", "tracker", v["tracker"])
     yield
     url = f"http://{s.ip('tracker')}:{TRACKER_PORT}/announce"
-    t = s.make_torrent("payload", 3 << 20, [url])
+    t = s.make_torrent("payload", 2 * s.bt_size, [url])
     procs = [s.tracker("tracker")]
     time.sleep(0.5)
     for n, prog in peers:
         d = s.seed_dir(n, t)
         if prog == "libtorrent":
             procs.append(s.libtorrent(n, BT_PORT[prog], [dict(torrent=t.torrent_path, save=d, seed=True)],
-                                      seed=True, enc="enabled", level="both"))
+                                      seed=True, enc="forced", level="rc4"))
         elif prog == "transmission":
-            procs.append(s.transmission(n, BT_PORT[prog], t, d, 1))
+            procs.append(s.transmission(n, BT_PORT[prog], t, d, 2))
         else:
-            procs.append(s.aria2(n, BT_PORT[prog], t, d, True, None))
+            procs.append(s.aria2(n, BT_PORT[prog], t, d, True, "arc4"))
     time.sleep(4)
     procs.append(s.libtorrent("hub", BT_PORT["libtorrent"], [dict(torrent=t.torrent_path, save=s.leech_dir("hub"))],
-                              seed=False, enc="enabled", level="both", linger=2))
+                              seed=False, enc="forced", level="rc4", linger=2))
     s.wait_file(os.path.join(s.leech_dir("hub"), "payload.bin"), t.data, 60)
     time.sleep(2)
     for p in reversed(procs):
@@ -553,7 +560,7 @@ def tls_bulk(s: Scenario, version: str):
     s.host("server", "normal_host", v["nginx"])
     s.role("tcp", "server", 443, "normal", "tls", v["nginx"])
     yield
-    p = nginx(s, "server", {"bulk.bin": 3 << 19})
+    p = nginx(s, "server", {"bulk.bin": s.bulk_size})
     time.sleep(1)
     flag = ["--tlsv1.3"] if version == "1.3" else ["--tlsv1.2", "--tls-max", "1.2"]
     rc = s.lab.run("client", ["curl", "-sS", "-k", *flag, "--resolve", f"server.lan:443:{s.ip('server')}",
@@ -576,7 +583,7 @@ def http_plain(s: Scenario):
     s.host("server", "normal_host", v["nginx"])
     s.role("tcp", "server", 80, "normal", "http", v["nginx"])
     yield
-    p = nginx(s, "server", {"bulk.bin": 3 << 19, "index.html": 4000}, tls=False)
+    p = nginx(s, "server", {"bulk.bin": s.bulk_size, "index.html": 4000}, tls=False)
     time.sleep(1)
     for path in ("index.html", "bulk.bin"):
         rc = s.lab.run("client", ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n",
@@ -685,7 +692,7 @@ def ssh_scp(s: Scenario):
     p, key = sshd(s, "server")
     src = os.path.join(s.d("src"), "file.bin")
     with open(src, "wb") as f:
-        f.write(random.Random(f"{s.seed}:scp").randbytes(3 << 19))
+        f.write(random.Random(f"{s.seed}:scp").randbytes(s.bulk_size))
     dst = s.d("hosts", "server", "incoming")
     time.sleep(1)
     rc = s.lab.run("client", ["scp", *SSH_OPTS, "-i", key, src, f"root@{s.ip('server')}:{dst}/"],
@@ -733,7 +740,7 @@ def shadowsocks(s: Scenario):
     s.role("tcp", "web", 443, "normal", "tls", v["nginx"], client=v["curl"] + " via ss-server")
     yield
     pw = "corpus-" + hashlib.sha256(f"{s.seed}".encode()).hexdigest()[:16]
-    procs = [nginx(s, "web", {"bulk.bin": 1 << 20, "index.html": 6000}),
+    procs = [nginx(s, "web", {"bulk.bin": s.bulk_size // 2, "index.html": 6000}),
              s.lab.popen("proxy", ["ss-server", "-s", s.ip("proxy"), "-p", "8388", "-k", pw,
                                    "-m", "chacha20-ietf-poly1305", "-t", "30", "--no-delay"], s.log("proxy-ss-server")),
              s.lab.popen("client", ["ss-local", "-s", s.ip("proxy"), "-p", "8388", "-b", "127.0.0.1", "-l", "1080",
@@ -755,10 +762,12 @@ def shadowsocks(s: Scenario):
 # --------------------------------------------------------------------------------------------
 # driver
 
-def run_scenario(name: str, out: str, seed: int, versions: dict, keep_work: bool) -> tuple[list, list]:
+def run_scenario(name: str, out: str, seed: int, versions: dict, keep_work: bool, bt_size: int = 512 << 10,
+                 bulk_size: int = 1 << 20) -> tuple[list, list]:
     work = tempfile.mkdtemp(prefix=f"mwc-{name}-")
     os.chmod(work, 0o755)
-    s = Scenario(name, out, work, seed, versions, rng=random.Random(f"{seed}:{name}"))
+    s = Scenario(name, out, work, seed, versions, rng=random.Random(f"{seed}:{name}"), bt_size=bt_size,
+                 bulk_size=bulk_size)
     gen = SCENARIOS[name](s)
     next(gen)                                   # declares hosts and roles, stops at `yield`
     s.lab = labmod.Lab(dict(s.hosts))
@@ -804,19 +813,21 @@ def label_pcap(s: Scenario, pcap: str) -> tuple[list, list]:
             rows.append([pname, fl.proto, fl.orig_h, fl.orig_p, fl.resp_h, fl.resp_p, "unlabeled", "", "", ""])
             continue
         client = (r.client or s.program.get(fl.orig_h, "")) + r.tag
-        rows.append([pname, fl.proto, fl.orig_h, fl.orig_p, fl.resp_h, fl.resp_p, r.label, r.protocol, client,
-                     r.server + r.tag])
+        rows.append([pname, fl.proto, fl.orig_h, fl.orig_p, fl.resp_h, fl.resp_p, r.label,
+                     refine_protocol(r.protocol, fl), client, r.server + r.tag])
     hosts = [[pname, ip, role] for ip, role in sorted(s.host_roles.items(), key=lambda x: tuple(map(int, x[0].split("."))))]
-    return rows, hosts
+    return rows, hosts_in_flows(hosts, rows)
 
 
 def merge_csv(path: str, header: list[str], rows: list[list], replace_pcaps: set[str]) -> None:
+    """Replace the rows of `replace_pcaps`, keep other scenarios' rows whose pcap still exists."""
     old = []
     if os.path.exists(path):
         with open(path, newline="") as f:
             rd = csv.reader(f)
             if next(rd, None) == header:
-                old = [r for r in rd if r and r[0] not in replace_pcaps]
+                old = [r for r in rd if r and r[0] not in replace_pcaps
+                       and os.path.exists(os.path.join(os.path.dirname(path), r[0]))]
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
@@ -825,7 +836,8 @@ def merge_csv(path: str, header: list[str], rows: list[list], replace_pcaps: set
 
 def write_manifest(out: str, seed: int, versions: dict) -> None:
     lines = [f"generator tools/corpus/generate {GENERATOR_VERSION}", f"seed {seed}",
-             "command sudo tools/corpus/generate --out " + out + f" --seed {seed}"]
+             f"command sudo tools/corpus/generate --out {out} --seed {seed} --keep-going",
+             "last_run sudo tools/corpus/generate " + " ".join(sys.argv[1:])]
     lines += [f"version {k} {v}" for k, v in sorted(versions.items())]
     for fn in sorted(os.listdir(out)):
         if fn == "MANIFEST" or not os.path.isfile(os.path.join(out, fn)):
@@ -844,6 +856,8 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ap.add_argument("--keep-work", action="store_true", help="keep per-scenario work dirs (logs)")
     ap.add_argument("--keep-going", action="store_true", help="continue after a failing scenario")
+    ap.add_argument("--bt-kib", type=int, default=512, help="BitTorrent payload per torrent, KiB (default 512)")
+    ap.add_argument("--bulk-kib", type=int, default=1024, help="TLS/HTTP/scp bulk download, KiB (default 1024)")
     a = ap.parse_args()
     if a.list:
         print("\n".join(SCENARIOS))
@@ -871,7 +885,7 @@ def main() -> int:
             t0 = time.time()
             print(f"== {n}", flush=True)
             try:
-                labels, hosts = run_scenario(n, a.out, a.seed, versions, a.keep_work)
+                labels, hosts = run_scenario(n, a.out, a.seed, versions, a.keep_work, a.bt_kib << 10, a.bulk_kib << 10)
             except Exception as e:
                 traceback.print_exc()
                 failed.append(n)

@@ -22,6 +22,7 @@ class Flow:
     first_ts: float
     packets: int = 0
     payload_bytes: int = 0
+    resp_payload_bytes: int = 0
     first_payloads: list = None     # [(direction +1/-1, bytes)] of the first few payload packets
 
     @property
@@ -107,6 +108,23 @@ def read_flows(path: str, keep_payloads: int = 4) -> list[Flow]:
             fl.orig_h, fl.orig_p, fl.resp_h, fl.resp_p = src, sport, dst, dport
         fl.packets += 1
         fl.payload_bytes += len(payload)
+        if (src, sport) != (fl.orig_h, fl.orig_p):
+            fl.resp_payload_bytes += len(payload)
         if payload and len(fl.first_payloads) < keep_payloads:
             fl.first_payloads.append((1 if (src, sport) == (fl.orig_h, fl.orig_p) else -1, payload))
     return sorted(flows.values(), key=lambda f: f.first_ts)
+
+
+def refine_protocol(protocol: str, fl: Flow) -> str:
+    """A peer-wire connection whose responder never sent a byte is an attempt, not a
+    handshake: class `bt_attempt`, kept apart because no detector may label an encrypted
+    flow from the initiator's bytes alone. Decided from the capture, not a detector."""
+    if protocol in ("bt_mse", "bt_plain") and fl.proto == "tcp" and fl.resp_payload_bytes == 0:
+        return "bt_attempt"
+    return protocol
+
+
+def hosts_in_flows(hosts: list[list], rows: list[list]) -> list[list]:
+    """Only hosts that appear in a flow of their capture can be judged."""
+    seen = {(r[0], r[2]) for r in rows} | {(r[0], r[4]) for r in rows}
+    return [h for h in hosts if (h[0], h[1]) in seen]

@@ -197,10 +197,10 @@ class HostModel:
         fanout = min(ips, ports)
         s = (
             cfg.bias
-            + cfg.w_p2p_flows * math.log1p(p2p) * 2
-            + cfg.w_encrypted_peerlike * math.log1p(enc) * 2
-            + cfg.w_discovery * math.log1p(disc) * 2
-            + cfg.w_discovery_near_encrypted * math.log1p(near) * 2
+            + cfg.w_p2p_flows * math.log1p(p2p)
+            + cfg.w_encrypted_peerlike * math.log1p(enc)
+            + cfg.w_discovery * math.log1p(disc)
+            + cfg.w_discovery_near_encrypted * math.log1p(near)
             + cfg.w_peer_fanout * math.log1p(fanout)
             + cfg.w_normal_flows * normal
         )

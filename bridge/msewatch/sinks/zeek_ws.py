@@ -1,0 +1,109 @@
+"""Verdicts back to Zeek over the WebSocket API, without losing them on a reconnect.
+
+Verdicts wait in a bounded queue of encoded data-messages. The sender writes a batch
+from the head of the queue *without removing it*, then sends a WebSocket ping: the pong
+arrives only after the server has read every frame before it, and only then is the batch
+removed. A connection lost mid-batch leaves the batch in the queue, to be sent again on
+the next connection: delivery is at-least-once (Zeek may see a verdict twice, never zero
+times), in order.
+
+When the queue is full the *new* verdict is dropped, counted in
+`verdicts_dropped_total` and logged at ERROR (rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+from ..metrics import Metrics
+
+log = logging.getLogger("msewatch.sinks.zeek_ws")
+
+
+class VerdictQueue:
+    """Bounded FIFO of (key, encoded message). Only the sender removes entries, and only
+    after they were confirmed sent."""
+
+    def __init__(self, maxsize: int, metrics: Metrics) -> None:
+        self.maxsize = maxsize
+        self.metrics = metrics
+        self._items: collections.deque[tuple[str, str]] = collections.deque()
+        self._nonempty = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._last_drop_log = 0.0
+        self._drops_since_log = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, key: str, message: str) -> bool:
+        """Queue one encoded verdict; False (and counted, logged) if the queue is full."""
+        if len(self._items) >= self.maxsize:
+            self.metrics.verdicts_dropped_total += 1
+            self._drops_since_log += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= 10.0:
+                log.error(
+                    "verdict queue full (%d): DROPPED %d verdict(s), latest for %s; "
+                    "Zeek is unreachable or too slow (raise zeek.queue_size?)",
+                    self.maxsize,
+                    self._drops_since_log,
+                    key,
+                    extra={"dropped": self._drops_since_log, "queue_size": self.maxsize},
+                )
+                self._last_drop_log = now
+                self._drops_since_log = 0
+            return False
+        self._items.append((key, message))
+        self.metrics.queue_depth = len(self._items)
+        self._nonempty.set()
+        self._empty.clear()
+        return True
+
+    def peek(self, n: int) -> list[tuple[str, str]]:
+        """Up to n entries from the head, left in the queue."""
+        items = self._items
+        return [items[i] for i in range(min(n, len(items)))]
+
+    def confirm(self, n: int) -> None:
+        """Remove the first n entries (they were sent)."""
+        for _ in range(n):
+            self._items.popleft()
+        self.metrics.queue_depth = len(self._items)
+        if not self._items:
+            self._nonempty.clear()
+            self._empty.set()
+
+    async def wait_nonempty(self) -> None:
+        await self._nonempty.wait()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+class VerdictSender:
+    """Drains a VerdictQueue into one WebSocket connection (one `run` per connection)."""
+
+    def __init__(self, queue: VerdictQueue, metrics: Metrics, confirm_timeout: float = 10.0, batch: int = 1000):
+        self.queue = queue
+        self.metrics = metrics
+        self.confirm_timeout = confirm_timeout
+        self.batch = batch
+
+    async def run(self, ws: Any) -> None:
+        """Send until the connection fails (the exception propagates) or the task is
+        cancelled. Unconfirmed entries stay queued."""
+        while True:
+            await self.queue.wait_nonempty()
+            batch = self.queue.peek(self.batch)
+            for _key, message in batch:
+                await ws.send(message)
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, self.confirm_timeout)
+            self.queue.confirm(len(batch))
+            self.metrics.verdicts_sent_total += len(batch)
