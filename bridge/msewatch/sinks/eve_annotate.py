@@ -1,0 +1,462 @@
+"""Annotate Suricata EVE events with msewatch verdicts, byte-preserving.
+
+Every input line comes out exactly once, in input order. A JSON object line whose flow has a
+verdict gets one key added at its end::
+
+    ...original bytes up to the final '}'...,"msewatch":{"label":..,"protocol":..,
+    "probability":..,"reasons":[..],"host_score":..}}
+
+The original bytes are never re-serialised: the raw line is cut before its closing brace and
+the pre-serialised verdict object is appended. Lines that are not JSON objects pass through
+untouched and are counted.
+
+Join: on ``community_id`` (Suricata eve-log ``community-id: true``, seed 0 like the engine),
+falling back to the 5-tuple in either orientation, choosing the verdict whose flow started
+last before the event (within ``window`` seconds).
+
+Waiting: live, a verdict can arrive after the event. A line then waits up to ``max_wait``
+seconds, and at most ``max_pending`` lines wait; beyond either bound the oldest goes out
+without a verdict. Order is kept (a line never overtakes an earlier one).
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import ipaddress
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+ANNOTATION_KEY = b'"msewatch"'
+_NEEDLE = b'"msewatch":'
+_FLOW_PROTOS = {"TCP": "tcp", "UDP": "udp", "tcp": "tcp", "udp": "udp"}
+
+
+@dataclass
+class AnnotateStats:
+    lines_in: int = 0
+    lines_out: int = 0
+    annotated: int = 0
+    not_json: int = 0  # not JSON at all: passed through untouched
+    not_object: int = 0  # JSON but not an object (or no closing brace): passed through
+    already_annotated: int = 0  # carried a "msewatch" key already: passed through
+    waited: int = 0  # had to wait for a verdict (then got one or timed out)
+    timed_out: int = 0  # waited max_wait (or max_pending forced it out) without a verdict
+    max_pending_seen: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm_ip(a: str) -> str:
+    if ":" in a:
+        try:
+            return ipaddress.ip_address(a).compressed
+        except ValueError:
+            return a
+    return a
+
+
+def parse_eve_time(ts: str) -> float | None:
+    """EVE timestamps look like 2026-11-22T02:44:00.123456+0000."""
+    try:
+        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except (TypeError, ValueError):
+        try:
+            return datetime.fromisoformat(ts).timestamp()
+        except (TypeError, ValueError):
+            return None
+
+
+def annotation_bytes(v: dict) -> bytes:
+    """The object added to events: the verdict's label, protocol, probability, reasons, host score."""
+    return orjson.dumps({
+        "label": v.get("label"),
+        "protocol": v.get("protocol"),
+        "probability": v.get("probability"),
+        "reasons": list(v.get("reasons") or ()),
+        "host_score": v.get("host_score"),
+    })
+
+
+class VerdictLookup:
+    """Flow verdicts indexed by community_id and by 5-tuple (both orientations)."""
+
+    def __init__(self, verdicts: Iterable[dict] = (), *, window: float = 3600.0, slack: float = 5.0) -> None:
+        self.window = window
+        self.slack = slack
+        self._by_cid: dict[str, list[tuple[float, bytes]]] = {}
+        self._by_tuple: dict[tuple, list[tuple[float, bytes]]] = {}
+        self.version = 0  # moves whenever a verdict is added
+        self._count = 0
+        for v in verdicts:
+            self.add(v)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @staticmethod
+    def _insert(index: dict, key, ts: float, payload: bytes) -> None:
+        lst = index.setdefault(key, [])
+        item = (ts, payload)
+        if not lst or lst[-1][0] <= ts:
+            lst.append(item)
+        else:
+            bisect.insort(lst, item, key=lambda x: x[0])
+        # a later verdict for the same flow start replaces the earlier one
+        i = bisect.bisect_left(lst, ts, key=lambda x: x[0])
+        while i < len(lst) - 1 and lst[i][0] == ts and lst[i] is not item:
+            del lst[i]
+
+    def add(self, v: dict) -> None:
+        if v.get("type", "flow") != "flow":
+            return  # host verdicts do not annotate flows
+        payload = annotation_bytes(v)
+        self._count += 1
+        ts = float(v.get("ts") or 0.0)
+        cid = v.get("community_id")
+        if cid:
+            self._insert(self._by_cid, cid, ts, payload)
+        proto = _FLOW_PROTOS.get(str(v.get("proto", "")), str(v.get("proto", "")).lower())
+        try:
+            a, ap, b, bp = _norm_ip(v["orig_h"]), int(v["orig_p"]), _norm_ip(v["resp_h"]), int(v["resp_p"])
+        except (KeyError, TypeError, ValueError):
+            self.version += 1
+            return
+        self._insert(self._by_tuple, (proto, a, ap, b, bp, True), ts, payload)
+        self._insert(self._by_tuple, (proto, b, bp, a, ap, False), ts, payload)
+        self.version += 1
+
+    def _pick(self, lst: list[tuple[float, bytes]], ev: dict) -> bytes | None:
+        if len(lst) == 1 and lst[0][0] == 0.0:
+            return lst[0][1]
+        ets = None
+        flow = ev.get("flow")
+        if isinstance(flow, dict) and isinstance(flow.get("start"), str):
+            ets = parse_eve_time(flow["start"])
+        if ets is None:
+            ets = parse_eve_time(ev.get("timestamp"))
+        if ets is None:
+            return lst[-1][1]
+        i = bisect.bisect_right(lst, ets + self.slack, key=lambda x: x[0])
+        if i == 0:
+            return None
+        ts, payload = lst[i - 1]
+        if ets - ts > self.window:
+            return None
+        return payload
+
+    def lookup(self, ev: dict) -> bytes | None:
+        cid = ev.get("community_id")
+        if cid:
+            lst = self._by_cid.get(cid)
+            if lst:
+                return self._pick(lst, ev)
+        if not self._by_tuple:
+            return None
+        proto = _FLOW_PROTOS.get(ev.get("proto"))
+        if proto is None:
+            return None
+        try:
+            key = (proto, _norm_ip(ev["src_ip"]), int(ev["src_port"]), _norm_ip(ev["dest_ip"]), int(ev["dest_port"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        lst = self._by_tuple.get(key + (True,)) or self._by_tuple.get(key + (False,))
+        return self._pick(lst, ev) if lst else None
+
+    def could_match(self, ev: dict) -> bool:
+        """Whether a verdict could still come for this event (it belongs to a TCP/UDP flow)."""
+        return ev.get("proto") in _FLOW_PROTOS and "src_ip" in ev
+
+
+def annotate_line(raw: bytes, payload: bytes) -> bytes:
+    """raw with ,"msewatch":payload inserted before its final '}' (trailing whitespace kept)."""
+    end = len(raw)
+    while end and raw[end - 1] in b" \t\r\n":
+        end -= 1
+    body = raw[:end - 1]
+    sep = b"" if body.rstrip().endswith(b"{") else b","
+    return body + sep + _NEEDLE + payload + b"}" + raw[end:]
+
+
+class Annotator:
+    """Streaming core: feed lines, get them out in order, annotated when a verdict is known."""
+
+    def __init__(self, lookup: VerdictLookup, out, stats: AnnotateStats | None = None, *,
+                 max_wait: float = 0.0, max_pending: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_emit: Callable[[int], None] | None = None) -> None:
+        self.lookup = lookup
+        self.out = out
+        self.stats = stats if stats is not None else AnnotateStats()
+        self.max_wait = max_wait
+        self.max_pending = max_pending
+        self.clock = clock
+        self.on_emit = on_emit
+        # entries: [raw, event-or-None, arrival time, lookup version tried]
+        self._pending: deque[list] = deque()
+
+    def _classify(self, raw: bytes):
+        """Parse; return (event dict or None, payload or None, final?)."""
+        try:
+            ev = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats.not_json += 1
+            return None, None, True
+        if not isinstance(ev, dict) or not raw.rstrip().endswith(b"}"):
+            self.stats.not_object += 1
+            return None, None, True
+        if "msewatch" in ev:
+            self.stats.already_annotated += 1
+            return None, None, True
+        payload = self.lookup.lookup(ev)
+        if payload is not None:
+            return ev, payload, True
+        return ev, None, not (self.max_wait > 0 and self.lookup.could_match(ev))
+
+    def _write(self, raw: bytes, payload: bytes | None) -> None:
+        if payload is not None:
+            self.out.write(annotate_line(raw, payload))
+            self.stats.annotated += 1
+        else:
+            self.out.write(raw)
+        self.stats.lines_out += 1
+
+    def feed(self, raw: bytes) -> None:
+        self.stats.lines_in += 1
+        ev, payload, final = self._classify(raw)
+        if not self._pending and final:
+            self._write(raw, payload)
+            if self.on_emit:
+                self.on_emit(1)
+            return
+        self._pending.append([raw, ev, self.clock(), self.lookup.version, payload, final])
+        if not final:
+            self.stats.waited += 1
+        if len(self._pending) > self.stats.max_pending_seen:
+            self.stats.max_pending_seen = len(self._pending)
+        self.tick()
+
+    def tick(self, force: bool = False) -> int:
+        """Emit every line at the head that is ready; returns how many went out."""
+        n = 0
+        now = self.clock()
+        pend = self._pending
+        while pend:
+            raw, ev, t_in, ver, payload, final = pend[0]
+            if not final and ver != self.lookup.version:
+                payload = self.lookup.lookup(ev)
+                pend[0][3] = self.lookup.version
+                if payload is not None:
+                    final = True
+            if not final:
+                if force or now - t_in >= self.max_wait or len(pend) > self.max_pending:
+                    self.stats.timed_out += 1
+                else:
+                    break
+            pend.popleft()
+            self._write(raw, payload)
+            n += 1
+        if n and self.on_emit:
+            self.on_emit(n)
+        return n
+
+    def close(self) -> None:
+        self.tick(force=True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+def annotate(in_lines: Iterable[bytes | None], verdict_lookup: VerdictLookup, out,
+             stats: AnnotateStats | None = None, *, max_wait: float = 0.0, max_pending: int = 10_000,
+             clock: Callable[[], float] = time.monotonic,
+             on_emit: Callable[[int], None] | None = None) -> AnnotateStats:
+    """Annotate every line of in_lines into out (a binary writer). None items are idle ticks."""
+    ann = Annotator(verdict_lookup, out, stats, max_wait=max_wait, max_pending=max_pending,
+                    clock=clock, on_emit=on_emit)
+    for raw in in_lines:
+        if raw is None:
+            ann.tick()
+        else:
+            ann.feed(raw)
+    ann.close()
+    return ann.stats
+
+
+# -- verdict sources --------------------------------------------------------------------------
+def verdicts_from_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                v = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(v, dict):
+                yield v
+
+
+def verdicts_from_pcaps(pcaps: list[str], config: str | None = None) -> list[dict]:
+    """Run the msewatch engine over the capture Suricata read, for the same flows' verdicts."""
+    from msewatch.config import load_config
+    from msewatch.engine import analyze_pcaps
+
+    cfg = load_config(config)
+    return [v.to_dict() for v in analyze_pcaps(pcaps, cfg)]
+
+
+# -- follow mode ------------------------------------------------------------------------------
+def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
+           checkpoint: str | Path | None = None, verdicts_path: str | Path | None = None,
+           max_wait: float = 2.0, max_pending: int = 10_000, poll_interval: float = 0.2,
+           checkpoint_every: int = 1000, stop: Callable[[], bool] | None = None,
+           stats: AnnotateStats | None = None) -> AnnotateStats:
+    """Follow eve_path (tail -F) and append annotated lines to out_path, exactly once.
+
+    The checkpoint holds the input position after the last emitted line and the output size
+    then; a restart truncates out_path back to that size (dropping lines written after the last
+    checkpoint) and resumes reading right after that line, so no line is lost or duplicated.
+    """
+    from msewatch.sources.eve import Checkpoint, Follower
+
+    fol = Follower(eve_path, checkpoint, poll_interval=poll_interval)
+    out_path = Path(out_path)
+    ck = Checkpoint.load(Path(checkpoint)) if checkpoint else None
+    out = open(out_path, "ab")
+    if ck is not None and ck.out_size is not None and out.tell() > ck.out_size:
+        out.truncate(ck.out_size)
+        out.seek(ck.out_size)
+    elif ck is None and checkpoint:
+        out.truncate(0)
+    vfollower = Follower(verdicts_path, poll_interval=0) if verdicts_path else None
+    vit = vfollower.lines() if vfollower else None
+
+    def pull_verdicts() -> None:
+        if vit is None:
+            return
+        for line in vit:
+            if line is None:
+                return
+            try:
+                v = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(v, dict):
+                lookup.add(v)
+
+    uncommitted = 0
+
+    def on_emit(n: int) -> None:
+        nonlocal uncommitted
+        uncommitted += n
+        if uncommitted >= checkpoint_every:
+            commit()
+
+    def commit() -> None:
+        nonlocal uncommitted
+        if uncommitted:
+            out.flush()
+            os.fsync(out.fileno())
+            fol.commit(uncommitted, out.tell())
+            uncommitted = 0
+
+    ann = Annotator(lookup, out, stats, max_wait=max_wait, max_pending=max_pending, on_emit=on_emit)
+    try:
+        pull_verdicts()
+        for raw in fol.lines(stop=lambda: (stop is not None and stop()) and ann.pending == 0):
+            if raw is None:
+                pull_verdicts()
+                ann.tick()
+                commit()
+                if stop is not None and stop():
+                    ann.close()
+                    commit()
+            else:
+                ann.feed(raw)
+        ann.close()
+        commit()
+    finally:
+        out.close()
+        fol.close()
+        if vfollower:
+            vfollower.close()
+    return ann.stats
+
+
+# -- command line -----------------------------------------------------------------------------
+def main_annotate(argv: list[str] | None = None) -> int:
+    """`msewatch annotate [--pcap CAP | --verdicts FILE] EVE [--out FILE] [--follow ...]`."""
+    ap = argparse.ArgumentParser(
+        prog="msewatch annotate",
+        description="Add a \"msewatch\" object to Suricata EVE events of flows msewatch has a verdict for.")
+    ap.add_argument("eve", type=Path, help="Suricata eve.json (JSON lines)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pcap", action="append", default=None, metavar="CAPTURE",
+                     help="run the msewatch engine over the capture Suricata read (repeatable)")
+    src.add_argument("--verdicts", type=Path, help="verdicts JSONL written by the bridge")
+    ap.add_argument("--config", default=None, help="msewatch config for --pcap")
+    ap.add_argument("--out", "-o", default="-", help="output file (default: stdout)")
+    ap.add_argument("--follow", "-F", action="store_true",
+                    help="follow EVE like tail -F (rotation-safe); needs --out FILE")
+    ap.add_argument("--checkpoint", type=Path, help="checkpoint file for --follow (restart without loss or duplicates)")
+    ap.add_argument("--max-wait", type=float, default=None,
+                    help="seconds an event may wait for its verdict (default 0 offline, 2 with --follow)")
+    ap.add_argument("--max-pending", type=int, default=10_000, help="most lines held waiting for verdicts")
+    ap.add_argument("--window", type=float, default=3600.0,
+                    help="a 5-tuple match needs the flow to have started at most this many seconds before the event")
+    ap.add_argument("--stats", action="store_true", help="print counters to stderr at the end")
+    args = ap.parse_args(argv)
+
+    if args.pcap:
+        try:
+            verdicts = verdicts_from_pcaps(args.pcap, args.config)
+        except ImportError as e:
+            print(f"msewatch annotate: the engine is not available ({e})", file=sys.stderr)
+            return 2
+        lookup = VerdictLookup(verdicts, window=args.window)
+    else:
+        lookup = VerdictLookup((), window=args.window)
+        if not args.follow:
+            for v in verdicts_from_jsonl(args.verdicts):
+                lookup.add(v)
+    if args.follow:
+        if args.out == "-":
+            print("msewatch annotate: --follow needs --out FILE (exactly-once output needs a file)", file=sys.stderr)
+            return 2
+        try:
+            stats = follow(args.eve, args.out, lookup, checkpoint=args.checkpoint,
+                           verdicts_path=args.verdicts if not args.pcap else None,
+                           max_wait=2.0 if args.max_wait is None else args.max_wait,
+                           max_pending=args.max_pending)
+        except KeyboardInterrupt:
+            return 0
+    else:
+        from msewatch.sources.eve import read_lines
+
+        out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+        try:
+            stats = annotate(read_lines(args.eve), lookup, out, max_wait=args.max_wait or 0.0,
+                             max_pending=args.max_pending)
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+            else:
+                out.flush()
+    if args.stats:
+        print(orjson.dumps(stats.as_dict()).decode(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_annotate())
