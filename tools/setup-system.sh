@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests and benchmarks run for real: Suricata 7 from
-# Debian bookworm-backports, ndpiReader (libndpi-bin), jq, tcpdump. Idempotent.
+# Debian bookworm-backports, ndpiReader (libndpi-bin), jq, tcpdump, Chromium. Idempotent.
 set -euo pipefail
 need=()
 command -v suricata >/dev/null || need+=(suricata)
 command -v ndpiReader >/dev/null || need+=(libndpi-bin)
 command -v jq >/dev/null || need+=(jq)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+[ -x /usr/bin/chromium ] || need+=(chromium)            # the report's browser test
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "setup-system: missing ${need[*]}; run as root on Debian to install (tests needing them will skip)" >&2
