@@ -129,6 +129,7 @@ _CHUNK = 1 << 20
 _u16be = struct.Struct("!H").unpack_from
 _ipv4_fields = struct.Struct("!BxHxxHxB").unpack_from  # vers/ihl, total length, flags+offset, proto
 _ports = struct.Struct("!HH").unpack_from
+_ipv4_len_frag_proto = struct.Struct("!HxxHxB").unpack_from  # from IPv4 byte 2: total length, flags+offset, proto
 _udp_ports_len = struct.Struct("!HHH").unpack_from
 
 
@@ -372,6 +373,10 @@ def _iter_pcap(
     rec_hdr = struct.Struct(order + "IIII").unpack_from
 
     decode = _decode
+    eth = kind == _ETHERNET
+    ipv4_fast = _ipv4_len_frag_proto
+    ports = _ports
+    udp_hdr = _udp_ports_len
     buf = b""
     pos = 0
     base = 24  # file offset of buf[0]
@@ -412,6 +417,34 @@ def _iter_pcap(
         pos = stop
         stats.packets += 1
         stats.bytes_read = base + stop
+        # Fast path (same result as _decode): untagged Ethernet, IPv4 without options, not a
+        # fragment, TCP or UDP with sane lengths. Everything else goes through _decode.
+        if eth and caplen >= 42 and buf[start + 12] == 8 and buf[start + 13] == 0 and buf[start + 14] == 0x45:
+            total_len, frag, proto = ipv4_fast(buf, start + 16)
+            if total_len >= 20 and not frag & 0x3FFF:
+                ip_end = start + 14 + total_len
+                if ip_end > stop:
+                    ip_end = stop
+                l4 = start + 34
+                if proto == 6:
+                    if ip_end - l4 >= 20:
+                        data_off = (buf[l4 + 12] >> 4) << 2
+                        if data_off >= 20 and l4 + data_off <= ip_end:
+                            sport, dport = ports(buf, l4)
+                            stats.decoded += 1
+                            yield (sec + frac / divisor, 6, buf[start + 26 : start + 30], sport,
+                                   buf[start + 30 : start + 34], dport, buf[l4 + 13], buf[l4 + data_off : ip_end])
+                            continue
+                elif proto == 17:
+                    if ip_end - l4 >= 8:
+                        sport, dport, udp_len = udp_hdr(buf, l4)
+                        if udp_len >= 8:
+                            if l4 + udp_len < ip_end:
+                                ip_end = l4 + udp_len
+                            stats.decoded += 1
+                            yield (sec + frac / divisor, 17, buf[start + 26 : start + 30], sport,
+                                   buf[start + 30 : start + 34], dport, 0, buf[l4 + 8 : ip_end])
+                            continue
         pkt = decode(buf, start, stop, sec + frac / divisor, kind, stats)
         if pkt is not None:
             stats.decoded += 1
