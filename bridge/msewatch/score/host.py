@@ -90,7 +90,7 @@ class HostFlowObservation:
 class HostState:
     __slots__ = (
         "host", "first_ts", "last_ts", "flows", "ips", "ports", "p2p_flows", "enc_flows",
-        "discovery", "last_discovery", "last_encrypted", "last_p2p", "near", "normal_flows", "label", "reported",
+        "discovery", "last_discovery", "last_encrypted", "last_p2p", "near", "normal_flows", "label", "reported", "memo",
     )
 
     def __init__(self, host: str, ts: float, cfg: HostConfig) -> None:
@@ -110,6 +110,7 @@ class HostState:
         self.last_p2p = -math.inf
         self.label = UNKNOWN
         self.reported = UNKNOWN
+        self.memo: tuple = (None, None)  # (flows, time) -> HostScore: unchanged state, same score
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,8 @@ class HostModel:
         if st is None:
             return HostScore(cfg.bias, sigmoid(cfg.bias), UNKNOWN, ())
         t = st.last_ts if ts is None else ts
+        if st.memo[0] == (st.flows, t):
+            return st.memo[1]
         hl = cfg.half_life
         p2p = st.p2p_flows.at(t, hl)
         enc = st.enc_flows.at(t, hl)
@@ -226,4 +229,6 @@ class HostModel:
         if st.label == P2P_HOST and label == UNKNOWN:
             label = P2P_HOST
         st.label = label
-        return HostScore(s, p, label, reasons)
+        hs = HostScore(s, p, label, reasons)
+        st.memo = ((st.flows, t), hs)
+        return hs
