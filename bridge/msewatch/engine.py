@@ -29,6 +29,7 @@ from .evidence import (
     FlowEvidence,
     FlowKey,
     Observation,
+    bursts_of,
 )
 from .score.flow import Decision, decide, sigmoid
 from .score.host import HostFlowObservation, HostModel
@@ -46,13 +47,20 @@ def _addr_str(a: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(a) == 4 else socket.AF_INET6, a)
 
 
+# _Flow.st bits: TCP flags seen and whether the flow was decided
+_S_SYN, _S_SYNACK, _S_OFIN, _S_RFIN, _S_RST, _S_DONE = 1, 2, 4, 8, 16, 32
+_S_BOTHFIN = _S_OFIN | _S_RFIN
+
+
 class _Flow:
-    """Mutable per-flow state. Slots keep it small: memory is per tracked flow."""
+    """Mutable per-flow state. Slots keep it small: memory is per tracked flow.
+
+    Bursts are not stored: they follow from `sizes` (`bursts_of`); `nb` counts them so the
+    budget check stays O(1). Flags live in one int (`st`, the _S_* bits)."""
 
     __slots__ = (
-        "proto", "oh", "op", "rh", "rp", "ts", "last", "sizes", "times", "bursts",
-        "oheads", "rheads", "opkts", "rpkts", "obytes", "rbytes",
-        "syn", "synack", "ofin", "rfin", "rst", "done", "uid",
+        "proto", "oh", "op", "rh", "rp", "ts", "last", "sizes", "times", "nb",
+        "oheads", "rheads", "opkts", "rpkts", "obytes", "rbytes", "st", "uid",
     )
 
     def __init__(self, proto: int, oh: bytes, op: int, rh: bytes, rp: int, ts: float) -> None:
@@ -63,12 +71,9 @@ class _Flow:
         # that never carries payload (scans, half-open) costs no list at all
         self.sizes: list[int] = _EMPTY  # type: ignore[assignment]
         self.times: list[float] = _EMPTY  # type: ignore[assignment]
-        self.bursts: list[int] = _EMPTY  # type: ignore[assignment]
         self.oheads: list[bytes] = _EMPTY  # type: ignore[assignment]
         self.rheads: list[bytes] = _EMPTY  # type: ignore[assignment]
-        self.opkts = self.rpkts = self.obytes = self.rbytes = 0
-        self.syn = self.synack = self.ofin = self.rfin = self.rst = False
-        self.done = False
+        self.nb = self.opkts = self.rpkts = self.obytes = self.rbytes = self.st = 0
         self.uid = ""
 
 
@@ -121,7 +126,7 @@ class Engine:
         key = (proto, src, sport, dst, dport) if src < dst or (src == dst and sport <= dport) else (proto, dst, dport, src, sport)
         flows = self.flows
         f = flows.get(key)
-        if f is None or (proto == 6 and flags & (_SYN | _ACK) == _SYN and f.done and (f.rst or f.ofin)):
+        if f is None or (proto == 6 and flags & (_SYN | _ACK) == _SYN and f.st & _S_DONE and f.st & (_S_RST | _S_OFIN)):
             if f is not None:
                 self._retire(key, f)
             f = self._new_flow(key, ts, proto, src, sport, dst, dport, flags)
@@ -136,40 +141,37 @@ class Engine:
         else:
             f.rpkts += 1
             f.rbytes += n
-        if proto == 6 and flags:
+        st = f.st
+        if proto == 6 and flags & (_SYN | _FIN | _RST):
             if flags & _SYN:
-                if is_orig and not flags & _ACK:
-                    f.syn = True
-                elif not is_orig and flags & _ACK:
-                    f.synack = True
-            if flags & _FIN:
                 if is_orig:
-                    f.ofin = True
-                else:
-                    f.rfin = True
+                    if not flags & _ACK:
+                        st |= _S_SYN
+                elif flags & _ACK:
+                    st |= _S_SYNACK
+            if flags & _FIN:
+                st |= _S_OFIN if is_orig else _S_RFIN
             if flags & _RST:
-                f.rst = True
-        if f.done:
+                st |= _S_RST
+            f.st = st
+        if st & _S_DONE:
             return
         if n:
             if ts - f.ts > self._max_age:
                 self._emit(f, complete=True)
                 return
             signed = n if is_orig else -n
-            bursts = f.bursts
-            if not bursts:  # the first payload packet: the lists are made here
-                f.bursts = [signed]
+            sizes = f.sizes
+            if not sizes:  # the first payload packet: the lists are made here
                 f.sizes = sizes = [signed]
                 f.times = [ts - f.ts]
+                f.nb = 1
             else:
-                sizes = f.sizes
-                if (bursts[-1] > 0) == is_orig:
-                    bursts[-1] += signed
-                elif len(bursts) < self._max_bursts:
-                    bursts.append(signed)
-                else:
-                    self._emit(f, complete=True)  # a K+1-th burst: the budget is spent
-                    return
+                if (sizes[-1] > 0) != is_orig:  # a new direction run
+                    if f.nb >= self._max_bursts:
+                        self._emit(f, complete=True)  # a K+1-th burst: the budget is spent
+                        return
+                    f.nb += 1
                 sizes.append(signed)
                 f.times.append(ts - f.ts)
             heads = f.oheads if is_orig else f.rheads
@@ -183,7 +185,7 @@ class Engine:
             if len(sizes) >= self._max_packets:
                 self._emit(f, complete=True)
                 return
-        if f.rst or (f.ofin and f.rfin):
+        if st & _S_RST or st & _S_BOTHFIN == _S_BOTHFIN:
             self._emit(f, complete=True)
 
     def _new_flow(
@@ -203,8 +205,14 @@ class Engine:
         return f
 
     def _new_uid(self, f: _Flow) -> str:
-        # made when the flow is first reported, not when it starts: 67 bytes less per tracked flow
-        f.uid = "C" + "".join(self._rng.choices(_B62, k=17))
+        # made when the flow is first reported, not when it starts: 67 bytes less per tracked
+        # flow. Zeek's form: "C" + 17 base62 digits (~101 random bits).
+        n = self._rng.getrandbits(102)
+        digits = []
+        for _ in range(17):
+            n, r = divmod(n, 62)
+            digits.append(_B62[r])
+        f.uid = "C" + "".join(digits)
         return f.uid
 
     def _retire(self, key: tuple, f: _Flow) -> None:
@@ -212,7 +220,7 @@ class Engine:
         self._finish(f)
 
     def _finish(self, f: _Flow) -> None:
-        if not f.done:
+        if not f.st & _S_DONE:
             self._emit(f, complete=True)
 
     def _sweep(self, ts: float) -> None:
@@ -253,7 +261,7 @@ class Engine:
             ts=f.ts,
             sizes=tuple(f.sizes),
             times=tuple(f.times),
-            bursts=tuple(f.bursts),
+            bursts=bursts_of(f.sizes),
             orig_heads=tuple(f.oheads),
             resp_heads=tuple(f.rheads),
             orig_pkts=f.opkts,
@@ -261,16 +269,16 @@ class Engine:
             orig_bytes=f.obytes,
             resp_bytes=f.rbytes,
             duration=f.last - f.ts,
-            handshake=f.syn and f.synack,
-            closed=f.rst or f.ofin or f.rfin,
+            handshake=f.st & (_S_SYN | _S_SYNACK) == (_S_SYN | _S_SYNACK),
+            closed=bool(f.st & (_S_RST | _S_BOTHFIN)),
             complete=complete,
         )
 
     def _emit(self, f: _Flow, complete: bool) -> None:
-        f.done = True
+        f.st |= _S_DONE
         # the evidence is no longer needed: free it, only counters stay
         ev = self.snapshot(f, complete)
-        f.sizes = f.times = f.bursts = f.oheads = f.rheads = ()  # type: ignore[assignment]
+        f.sizes = f.times = f.oheads = f.rheads = _EMPTY  # type: ignore[assignment]
         self.stats.evidence_emitted += 1
         self.on_evidence(ev)
         self.process_evidence(ev)
@@ -364,6 +372,7 @@ class Engine:
         if not force and hs.label == st.reported:
             return None
         st.reported = hs.label
+        hs = self.hosts.score(host, detail=True)
         return HostVerdict(host, st.last_ts, hs.label, hs.score, hs.probability, hs.reasons)
 
     def _remember_peer(self, k: FlowKey, ts: float) -> None:

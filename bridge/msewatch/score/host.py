@@ -180,13 +180,15 @@ class HostModel:
             return "p2p_flow"
         return None
 
-    def score(self, host: str, ts: float | None = None) -> HostScore:
+    def score(self, host: str, ts: float | None = None, detail: bool = False) -> HostScore:
+        """The host's score at `ts` (default: its last activity). Reasons are built only
+        with `detail` (when a host verdict is written): flows need just the number."""
         st = self.hosts.get(host)
         cfg = self.cfg
         if st is None:
             return HostScore(cfg.bias, sigmoid(cfg.bias), UNKNOWN, ())
         t = st.last_ts if ts is None else ts
-        if st.memo[0] == (st.flows, t):
+        if not detail and st.memo[0] == (st.flows, t):
             return st.memo[1]
         hl = cfg.half_life
         p2p = st.p2p_flows.at(t, hl)
@@ -208,7 +210,7 @@ class HostModel:
             + cfg.w_normal_flows * normal
         )
         p = sigmoid(s)
-        reasons = (
+        reasons = () if not detail else (
             f"p2p_flows={p2p:.1f}",
             f"encrypted_peerlike={enc:.1f}",
             f"discovery={disc:.1f}",
