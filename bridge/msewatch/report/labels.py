@@ -1,7 +1,7 @@
 """Ground truth for the report: confusion matrix and per-client-pair recall.
 
-Uses `msewatch.evaluate` (the definitions of `msewatch eval`) when it is importable, so the
-report and the evaluation agree; falls back to a small matcher of its own otherwise.
+Uses `msewatch.evaluate` (the definitions of `msewatch eval`), so the report and the
+evaluation agree.
 
 Flows are matched to label rows by (pcap, 5-tuple), also in reversed orientation. Verdicts
 read from JSON lines carry no pcap: they take the pcap of the label row with their 5-tuple.
@@ -9,20 +9,18 @@ read from JSON lines carry no pcap: they take the pcap of the label row with the
 
 from __future__ import annotations
 
-import csv
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .. import evaluate as ev
 from .inputs import Key, ReportError, flow_key
-
-P2P_CLASSES = ("bt_mse", "bt_plain", "utp", "dht", "tracker", "lsd")
 
 
 @dataclass
 class Truth:
     """What the report shows about ground truth."""
 
-    engine: str  # "msewatch.evaluate" or "built-in"
+    engine: str  # what computed it: "msewatch.evaluate"
     confusion_cols: list[str]
     confusion: list[tuple[str, list[int]]]  # (true class, counts per column)
     pairs: list[dict]  # class, client, server, flows, detected/recall or false_positive/fp_rate
@@ -33,37 +31,13 @@ class Truth:
     false_positives: set[str] = field(default_factory=set)
 
 
-def _read_rows(path: str, needed: tuple[str, ...]) -> list[dict]:
-    try:
-        with open(path, newline="") as f:
-            rd = csv.DictReader(f)
-            missing = [c for c in needed if c not in (rd.fieldnames or [])]
-            if missing:
-                raise ReportError(f"{path}: missing column(s) {missing}")
-            return list(rd)
-    except OSError as e:
-        raise ReportError(f"{path}: cannot read: {e.strerror}") from None
-
-
-def _row_key(r: dict) -> Key:
-    return (r["proto"].lower(), r["orig_h"], int(r["orig_p"]), r["resp_h"], int(r["resp_p"]))
-
-
-def _truth(r: dict) -> str | None:
-    if r["label"] == "p2p":
-        return r["protocol"]
-    if r["label"] == "normal":
-        return "normal"
-    return None
-
-
-def assign_pcaps(flows: list[dict], rows: list[dict]) -> None:
+def assign_pcaps(flows: list[dict], rows: list) -> None:
     """Give flows without a `pcap` the pcap of the label row with their 5-tuple (either way)."""
     by_key: dict[Key, str] = {}
     for r in rows:
-        k = _row_key(r)
-        by_key.setdefault(k, r["pcap"])
-        by_key.setdefault((k[0], k[3], k[4], k[1], k[2]), r["pcap"])
+        k = r.key
+        by_key.setdefault(k, r.pcap)
+        by_key.setdefault((k[0], k[3], k[4], k[1], k[2]), r.pcap)
     for f in flows:
         if not f.get("pcap"):
             f["_pcap"] = by_key.get(flow_key(f), "")
@@ -74,22 +48,12 @@ def _pcap(f: dict) -> str:
 
 
 def compute(flows: list[dict], hosts: list[dict], labels_path: str, hosts_path: str | None) -> Truth:
-    rows = _read_rows(labels_path, ("pcap", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "label", "protocol"))
-    assign_pcaps(flows, rows)
-    try:
-        return _with_evaluate(flows, hosts, labels_path, hosts_path)
-    except ImportError:
-        return _builtin(flows, rows, hosts, hosts_path)
-
-
-def _with_evaluate(flows: list[dict], hosts: list[dict], labels_path: str, hosts_path: str | None) -> Truth:
-    from .. import evaluate as ev  # raises ImportError where the evaluator is not installed
-
     try:
         labels = ev.load_labels(labels_path)
         roles = ev.load_hosts(hosts_path) if hosts_path else []
     except ev.EvalError as e:
         raise ReportError(str(e)) from None
+    assign_pcaps(flows, labels)
     preds = []
     uid_of: dict[tuple, list[str]] = defaultdict(list)
     for f in flows:
@@ -135,53 +99,3 @@ def _misses(flows: list[dict], truth_by_uid: dict[str, str]) -> tuple[set[str], 
         elif t == "normal" and f["label"] == "p2p_likely":
             fps.add(f["uid"])
     return misses, fps
-
-
-def _builtin(flows: list[dict], rows: list[dict], hosts: list[dict], hosts_path: str | None) -> Truth:
-    """Simple matcher: truth class x predicted label (p2p guesses split by protocol)."""
-    index: dict[tuple[str, Key], dict] = {}
-    for r in rows:
-        index.setdefault((r["pcap"], _row_key(r)), r)
-    conf: dict[str, Counter] = defaultdict(Counter)
-    pairs: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-    truth_by_uid: dict[str, str] = {}
-    used: set[tuple] = set()
-    unknown = matched = 0
-    for f in flows:
-        k = flow_key(f)
-        pc = _pcap(f)
-        r = index.get((pc, k)) or index.get((pc, (k[0], k[3], k[4], k[1], k[2])))
-        if r is None or _truth(r) is None:
-            continue
-        used.add((r["pcap"], _row_key(r)))
-        t = _truth(r)
-        truth_by_uid[f["uid"]] = t
-        col = f"p2p/{f.get('protocol') or '-'}" if f["label"] == "p2p_likely" else f["label"]
-        conf[t][col] += 1
-        matched += 1
-        unknown += f["label"] == "unknown"
-        pr = pairs[(t, r.get("client", ""), r.get("server", ""))]
-        pr["flows"] += 1
-        if t == "normal":
-            pr["false_positive"] += f["label"] == "p2p_likely"
-        else:
-            pr["detected"] += f["label"] == "p2p_likely"
-    scope = {_pcap(f) for f in flows}
-    for key, r in index.items():
-        t = _truth(r)
-        if key not in used and t is not None and r["pcap"] in scope:
-            conf[t]["unseen"] += 1
-            pairs[(t, r.get("client", ""), r.get("server", ""))]["flows"] += 1
-    cols = sorted({c for cnt in conf.values() for c in cnt})
-    confusion = [(t, [conf[t][c] for c in cols]) for t in sorted(conf)]
-    out_pairs = []
-    for (t, cl, sv), c in sorted(pairs.items()):
-        d = {"class": t, "client": cl, "server": sv, "flows": c["flows"]}
-        if t == "normal":
-            d |= {"false_positive": c["false_positive"], "fp_rate": c["false_positive"] / c["flows"]}
-        else:
-            d |= {"detected": c["detected"], "recall": c["detected"] / c["flows"]}
-        out_pairs.append(d)
-    misses, fps = _misses(flows, truth_by_uid)
-    return Truth("built-in", cols, confusion, out_pairs, None, unknown / matched if matched else None,
-                 truth_by_uid, misses, fps)
