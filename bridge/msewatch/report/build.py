@@ -18,6 +18,7 @@ from typing import Sequence
 from markupsafe import Markup
 
 from . import charts
+from ..evaluate import percentile
 from .inputs import ReportInput, enable_key_join
 from .labels import Truth
 
@@ -50,14 +51,6 @@ class FlowCard:
     popcount_svg: Markup
     score_svg: Markup
     facts: list[tuple[str, str]] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (the definition msewatch eval uses)."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
 def _spread(values: list[float]) -> dict:
