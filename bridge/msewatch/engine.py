@@ -21,6 +21,7 @@ from .config import Config
 from .detect import run_detectors
 from .evidence import (
     FAMILY_HOST,
+    FAMILY_NEGATIVE,
     FAMILY_PEER,
     FAMILY_RANDOM,
     FAMILY_SHAPE,
@@ -325,9 +326,10 @@ class Engine:
         )
         self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]
-        if d.label == P2P:
+        confirmed = self._confirmed_by_own_evidence(d, extra)
+        if confirmed:
             self._remember_peer(k, ev.ts)
-        for h in self._observe_hosts(k, d, ev.ts):
+        for h in self._observe_hosts(k, d, confirmed, ev.ts):
             hv = self._host_verdict(h)
             if hv:
                 out.append(hv)
@@ -345,8 +347,24 @@ class Engine:
             self._local_cache[h] = r
         return r
 
-    def _observe_hosts(self, k: FlowKey, d: Decision, ts: float) -> list[str]:
-        p2p = d.label == P2P
+    def _confirmed_by_own_evidence(self, d: Decision, context: list[Observation]) -> bool:
+        """Would the flow be p2p_likely without the context (peer cache, host)?
+
+        Only such flows feed the context of later flows: a label that context produced must
+        not produce more context, or one false positive would spread along a host's flows
+        (seen with a shadowsocks client before the MSE shape check demanded the BT length)."""
+        if d.label != P2P:
+            return False
+        if d.score.plaintext:
+            return True
+        sc = self.cfg.scoring
+        s_own = d.score.score - sum(sc.weight(o.feature) * o.value for o in context)
+        fams = set(d.score.families) - {FAMILY_PEER, FAMILY_HOST, FAMILY_NEGATIVE}
+        return sigmoid(sc.alpha * s_own) >= sc.t_high and len(fams) >= sc.min_families_encrypted
+
+    def _observe_hosts(self, k: FlowKey, d: Decision, confirmed: bool, ts: float) -> list[str]:
+        # a P2P label that rests on context counts for the host as an unproven encrypted flow
+        p2p = confirmed
         fams = d.score.families
         peerlike = not p2p and (FAMILY_SHAPE in fams or FAMILY_RANDOM in fams) and k.resp_p >= 1024
         touched = []

@@ -159,3 +159,27 @@ def test_every_prefix_of_a_handshake_upgrades_monotonically():
     assert seen[0] == {}  # step 1 segment only
     assert "mse_partial" in seen[2]
     assert "mse_handshake" in seen[-1]
+
+
+def test_full_shape_without_the_bt_handshake_length_is_only_a_partial_match():
+    # A shadowsocks keep-alive session of small requests (real bursts from the corpus:
+    # 189, -517, 115, -436): the four-step shape holds, but no 68-byte BT handshake shows
+    # through, so it must not count as a full MSE handshake.
+    pkts = [("o", rand(189, 1)), ("r", rand(517, 2)), ("o", rand(115, 3)), ("r", rand(436, 4))]
+    o = only(mse_handshake(evidence(pkts), P))
+    assert o.feature == "mse_partial" and o.value == P.mse_partial3_value
+    assert reason(o, "bt_len") == "absent"
+
+
+def test_a_68_byte_segment_after_steps_1_2_is_the_encrypted_bt_handshake():
+    # aria2 as initiator (real sizes from the corpus): 373, -189, 109, 68, -52: IA = 0, the
+    # handshake follows step 3 as its own 68-byte segment (RC4 keeps its length)
+    pkts = [("o", rand(373, 1)), ("r", rand(189, 2)), ("o", rand(109, 3)), ("o", rand(68, 5)), ("r", rand(52, 4))]
+    o = only(mse_handshake(evidence(pkts), P))
+    assert o.feature == "mse_handshake" and reason(o, "bt_len") == "68@4"
+
+
+def test_step4_of_exactly_82_is_padd_zero_plus_the_handshake():
+    o = only(mse_handshake(evidence(mse_packets(step3=300, step4=82)), P))
+    assert o.feature == "mse_handshake" and reason(o, "step4") == "82"
+

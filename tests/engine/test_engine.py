@@ -245,3 +245,37 @@ def test_bundled_default_config_equals_builtin_defaults():
     for line in text.splitlines():
         if ":" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"undocumented config line: {line!r}"
+
+
+def _tcp_ev(orig_p, resp_p, sizes, ts, seed):
+    heads_o = (rnd(abs(next(s for s in sizes if s > 0)), seed),)
+    heads_r = (rnd(abs(next(s for s in sizes if s < 0)), seed + 1),)
+    return FlowEvidence(
+        key=FlowKey("tcp", "10.0.0.1", orig_p, "10.0.0.2", resp_p),
+        uid=f"C{seed}", community_id="1:x", ts=ts, sizes=tuple(sizes),
+        times=tuple(i / 100 for i in range(len(sizes))), bursts=tuple(sizes),
+        orig_heads=heads_o, resp_heads=heads_r, handshake=True, complete=True,
+    )
+
+
+def test_a_label_that_rests_on_context_does_not_feed_more_context():
+    """One context-made label must not spread: it seeds neither the peer cache nor the host."""
+    eng = Engine()
+    krpc = b"d1:ad2:id20:" + b"A" * 20 + b"6:target20:" + b"B" * 20 + b"e1:q9:find_node1:t2:aa1:y1:qe"
+    dht = FlowEvidence(
+        key=FlowKey("udp", "10.0.0.1", 6881, "10.0.0.9", 6881), uid="Cd", community_id="1:d", ts=0.0,
+        sizes=(len(krpc),), times=(0.0,), bursts=(len(krpc),), orig_heads=(krpc,), resp_heads=(), complete=True,
+    )
+    assert flows(eng.process_evidence(dht))[0].label == P2P  # discovery on 10.0.0.1
+    # MSE steps 1-2 only (a partial match) right after the discovery: p2p through context
+    v = flows(eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 300, -200, 300, -200], 1.0, 7)))[0]
+    assert v.label == P2P and "host_p2p_near=discovery" in v.reasons
+    assert ("10.0.0.2", 51413) not in eng._peer_cache
+    assert eng.hosts.hosts["10.0.0.1"].p2p_flows.value == 0.0  # counted as unproven, not as P2P
+
+
+def test_full_mse_shape_needs_the_bt_handshake_length_to_count_as_a_handshake():
+    # shadowsocks keep-alive bursts (corpus: shadowsocks_small.pcap): shape holds, no 68 bytes
+    eng = Engine()
+    v = flows(eng.process_evidence(_tcp_ev(40000, 8388, [189, -517, 115, -436, 115, -675, 115, -422], 1.0, 3)))[0]
+    assert v.label != P2P and "bt_len=absent" in v.reasons

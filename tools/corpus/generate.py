@@ -759,6 +759,95 @@ def shadowsocks(s: Scenario):
         s.lab.stop(p)
 
 
+def shadowsocks_small(s: Scenario, method: str):
+    """Small request/response pairs through shadowsocks (a false-positive probe for the MSE shape).
+
+    ss-local (socks5 on 127.0.0.1:1080) and ss-tunnel (127.0.0.1:2222 -> web:22) on `client`, two
+    ss-server processes on `proxy` (8388 for ss-local, 8389 for ss-tunnel, so the role table can tell
+    them apart), nginx with 40 tiny files (50-400 bytes) and sshd on `web`. curl fetches tiny URLs
+    (a) several per invocation over one keep-alive connection and (b) one connection per URL, then
+    a small HTTPS keep-alive fetch, then a short interactive SSH session through ss-tunnel.
+    """
+    v = s.versions
+    s.host("client", "normal_host", v["shadowsocks"] + " (ss-local, ss-tunnel) + " + v["curl"] + " + " + v["openssh"])
+    s.host("proxy", "normal_host", v["shadowsocks"])
+    s.host("web", "normal_host", v["nginx"] + " + " + v["openssh"])
+    s.role("tcp", "proxy", 8388, "normal", "shadowsocks", v["shadowsocks"] + " (ss-server)",
+           client=v["shadowsocks"] + " (ss-local)")
+    s.role("tcp", "proxy", 8389, "normal", "shadowsocks", v["shadowsocks"] + " (ss-server)",
+           client=v["shadowsocks"] + " (ss-tunnel)")
+    s.role("tcp", "web", 80, "normal", "http", v["nginx"], client=v["shadowsocks"] + " (ss-server)")
+    s.role("tcp", "web", 443, "normal", "tls", v["nginx"], client=v["curl"] + " via ss-server")
+    s.role("tcp", "web", 22, "normal", "ssh", v["openssh"], client=v["openssh"] + " via ss-server")
+    yield
+    rng = random.Random(f"{s.seed}:{s.name}:plan")
+    files = {f"t{i:02d}.{'html' if i % 3 == 0 else 'bin'}": rng.randint(50, 400) for i in range(40)}
+    pw = "corpus-" + hashlib.sha256(f"{s.seed}".encode()).hexdigest()[:16]
+    web = s.ip("web")
+    sshd_p, key = sshd(s, "web")
+    procs = [nginx(s, "web", files), sshd_p]
+    for port in (8388, 8389):
+        procs.append(s.lab.popen("proxy", ["ss-server", "-s", s.ip("proxy"), "-p", str(port), "-k", pw,
+                                           "-m", method, "-t", "30", "--no-delay"], s.log(f"proxy-ss-server-{port}")))
+    procs.append(s.lab.popen("client", ["ss-local", "-s", s.ip("proxy"), "-p", "8388", "-b", "127.0.0.1",
+                                        "-l", "1080", "-k", pw, "-m", method, "-t", "30"], s.log("client-ss-local")))
+    procs.append(s.lab.popen("client", ["ss-tunnel", "-s", s.ip("proxy"), "-p", "8389", "-b", "127.0.0.1",
+                                        "-l", "2222", "-L", f"{web}:22", "-k", pw, "-m", method, "-t", "30"],
+                             s.log("client-ss-tunnel")))
+    time.sleep(1.5)
+    names = sorted(files)
+    rng.shuffle(names)
+    # (a) keep-alive: 4 invocations of 5-7 URLs each = one proxied connection, several small pairs.
+    # (b) one connection per URL for the rest.
+    batches, i = [], 0
+    for _ in range(4):
+        n = rng.randint(5, 7)
+        batches.append(names[i:i + n])
+        i += n
+    batches += [[u] for u in names[i:]]
+    rng.shuffle(batches)
+    curl = ["curl", "-sS", "-k", "--socks5-hostname", "127.0.0.1:1080", "-w", "%{http_code} %{size_download}\n"]
+    for b in batches:
+        argv = list(curl)
+        for u in b:
+            argv += ["-o", "/dev/null", f"http://{web}/{u}"]
+        rc = s.lab.run("client", argv, s.log("client-curl"), timeout=30)
+        if rc:
+            raise RuntimeError(f"curl via shadowsocks exited {rc} for {b}")
+        time.sleep(rng.uniform(0.1, 0.5))
+    # (c) a small HTTPS fetch (TLS 1.3, 3 tiny objects over one connection).
+    argv = list(curl) + ["--tlsv1.3"]
+    for u in names[:3]:
+        argv += ["-o", "/dev/null", f"https://{web}/{u}"]
+    rc = s.lab.run("client", argv, s.log("client-curl"), timeout=30)
+    if rc:
+        raise RuntimeError(f"curl https via shadowsocks exited {rc}")
+    time.sleep(0.3)
+    # (d) interactive SSH through ss-tunnel, one keystroke per packet.
+    with open(s.log("client-ssh"), "ab") as fh:
+        c = subprocess.Popen(["ip", "netns", "exec", s.lab.ns("client"), "ssh", *SSH_OPTS, "-i", key, "-tt",
+                              "-p", "2222", "root@127.0.0.1"], stdin=subprocess.PIPE, stdout=fh,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    s.lab.procs.append(c)
+    time.sleep(1.5)
+    for cmd in ("id", "uname -a", "ls /etc | head -5", "exit"):
+        for ch in cmd + "\n":
+            c.stdin.write(ch.encode())
+            c.stdin.flush()
+            time.sleep(rng.uniform(0.04, 0.15))
+        time.sleep(rng.uniform(0.3, 0.8))
+    c.stdin.close()
+    if s.wait_proc(c, 15):
+        raise RuntimeError("ssh via ss-tunnel failed")
+    time.sleep(0.5)
+    for p in reversed(procs):
+        s.lab.stop(p)
+
+
+SCENARIOS["shadowsocks_small"] = lambda s: shadowsocks_small(s, "aes-256-gcm")
+SCENARIOS["shadowsocks_aead_chacha"] = lambda s: shadowsocks_small(s, "chacha20-ietf-poly1305")
+
+
 # --------------------------------------------------------------------------------------------
 # driver
 
@@ -820,24 +909,37 @@ def label_pcap(s: Scenario, pcap: str) -> tuple[list, list]:
 
 
 def merge_csv(path: str, header: list[str], rows: list[list], replace_pcaps: set[str]) -> None:
-    """Replace the rows of `replace_pcaps`, keep other scenarios' rows whose pcap still exists."""
-    old = []
+    """Replace the rows of `replace_pcaps`, keep other scenarios' rows whose pcap still exists.
+
+    Kept rows are copied byte for byte, and the file's line terminator is kept (refine_labels.py
+    writes CRLF), so running a subset of scenarios changes no other scenario's rows.
+    """
+    old, nl = [], "\n"
     if os.path.exists(path):
         with open(path, newline="") as f:
-            rd = csv.reader(f)
-            if next(rd, None) == header:
-                old = [r for r in rd if r and r[0] not in replace_pcaps
-                       and os.path.exists(os.path.join(os.path.dirname(path), r[0]))]
+            lines = f.read().splitlines(keepends=True)
+        if lines:
+            nl = "\r\n" if lines[0].endswith("\r\n") else "\n"
+            if next(csv.reader([lines[0]]), None) == header:
+                for ln in lines[1:]:
+                    r = next(csv.reader([ln]), None)
+                    if r and r[0] not in replace_pcaps and os.path.exists(os.path.join(os.path.dirname(path), r[0])):
+                        old.append(ln if ln.endswith("\n") else ln + nl)
     with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
+        w = csv.writer(f, lineterminator=nl)
         w.writerow(header)
-        w.writerows(old + [list(map(str, r)) for r in rows])
+        f.writelines(old)
+        w.writerows([list(map(str, r)) for r in rows])
 
 
 def write_manifest(out: str, seed: int, versions: dict) -> None:
     lines = [f"generator tools/corpus/generate {GENERATOR_VERSION}", f"seed {seed}",
              f"command sudo tools/corpus/generate --out {out} --seed {seed} --keep-going",
              "last_run sudo tools/corpus/generate " + " ".join(sys.argv[1:])]
+    path = os.path.join(out, "MANIFEST")
+    if os.path.exists(path):            # keep the note refine_labels.py leaves (its labels stay valid)
+        with open(path) as f:
+            lines += [ln.rstrip("\n") for ln in f if ln.startswith("refined ")]
     lines += [f"version {k} {v}" for k, v in sorted(versions.items())]
     for fn in sorted(os.listdir(out)):
         if fn == "MANIFEST" or not os.path.isfile(os.path.join(out, fn)):

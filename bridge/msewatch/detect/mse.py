@@ -30,6 +30,27 @@ def step3_layout(size: int, p: DetectParams) -> str:
     return "coalesced"  # step 3 plus data sent before step 4 arrived
 
 
+def bt_length_through_rc4(ev: FlowEvidence, p: DetectParams) -> str | None:
+    """Where the 68-byte BitTorrent handshake shows through the stream cipher, if it does.
+
+    RC4 keeps lengths, so the encrypted BT handshake that follows (or is the IA of) the MSE
+    exchange is visible as a size: a 68-byte segment right after steps 1-2, a step 3 of
+    exactly 56 + 68 = 124 (PadC = 0, IA = handshake: Transmission, rTorrent), or a step 4
+    of exactly 14 + 68 = 82 (PadD = 0, handshake appended). A fully-encrypted proxy has no
+    such length: AEAD chunks carry 34 bytes of overhead each (shadowsocks), so the full
+    four-step shape without it is ambiguous and counts only as a partial match.
+    """
+    b = ev.bursts
+    if len(b) >= 3 and b[2] == p.mse_step3_exact:
+        return "step3=124"
+    if len(b) >= 4 and -b[3] == p.mse_step4_min + p.bt_handshake_len:
+        return "step4=82"
+    for i, size in enumerate(ev.sizes[2 : p.bt_len_window], start=3):
+        if abs(size) == p.bt_handshake_len:
+            return f"bt_len=68@{i}"
+    return None
+
+
 def mse_handshake(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
     """mse_partial for the first two bursts, mse_handshake for all four steps."""
     if ev.key.proto != TCP or len(ev.bursts) < 2 or ev.bursts[0] <= 0:
@@ -76,10 +97,15 @@ def mse_handshake(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
                 b4 = -ev.bursts[3]
                 b4_final = nb >= 5 or ev.complete
                 if b4 >= p.mse_step4_min:
-                    feature = "mse_handshake"
-                    known = layout in ("transmission_like", "libtorrent_like")
-                    value = p.mse_full_fingerprint_value if known else p.mse_full_value
                     reasons.append(f"burst4={b4}")
+                    bt_len = bt_length_through_rc4(ev, p)
+                    if bt_len is None:
+                        reasons.append("bt_len=absent")  # the shape alone: a partial match
+                    else:
+                        feature = "mse_handshake"
+                        known = layout in ("transmission_like", "libtorrent_like")
+                        value = p.mse_full_fingerprint_value if known else p.mse_full_value
+                        reasons.append(bt_len)
                 elif b4_final:
                     return []  # step 4 is at least VC + crypto_select + len(PadD)
                 else:

@@ -43,6 +43,10 @@ class DetectParams:
     mse_step3_ia_max: int = 636
     #: Step 4: VC 8 + crypto_select 4 + len(PadD) 2 = 14 + PadD (+ payload, may coalesce).
     mse_step4_min: int = 14
+    #: The BT handshake (BEP 3: 1 + 19 + 8 + 20 + 20 bytes) whose length RC4 preserves.
+    bt_handshake_len: int = 68
+    #: How many payload packets to search for a 68-byte segment after steps 1-2.
+    bt_len_window: int = 10
     #: Ya/Yb < P and P starts with 8 bytes 0xFF, so a DH public key cannot start with them.
     mse_ff_prefix: int = 8
     #: Observation values: two bursts only, three bursts, the full four-step shape.
