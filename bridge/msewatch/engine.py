@@ -301,10 +301,17 @@ class Engine:
         if near:
             extra = extra + [Observation("host_context", FAMILY_HOST, 1.0, None, (f"host_p2p_near={near}",))]
 
+        by_heads: dict[tuple[bool, bool], list[Observation]] = {}
+
         def observe(pre: FlowEvidence) -> list[Observation]:
+            # head-only detectors give the same answer for every prefix holding the same
+            # directions: run them once per such state, the shape detectors every time
             self.stats.detector_runs += 1
-            obs = run_detectors(pre, self.params)
-            return obs + extra if extra else obs
+            state = (bool(pre.orig_heads), bool(pre.resp_heads))
+            heads = by_heads.get(state)
+            if heads is None:
+                heads = by_heads[state] = run_detectors(pre, self.params, shape=False)
+            return heads + run_detectors(pre, self.params, shape=True) + extra
 
         d = decide(ev, observe, s_host, host_family, self.cfg.scoring)
         reasons = d.score.reasons + (f"host_score={s_host:.2f}",) if hs else d.score.reasons

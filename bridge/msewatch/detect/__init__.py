@@ -51,14 +51,22 @@ DETECTORS: tuple[Detector, ...] = (
 FEATURES: tuple[str, ...] = tuple(f for d in DETECTORS for f in d.features)
 
 
-def run_detectors(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
-    """All observations for one evidence snapshot, from the detectors for its protocol."""
+# Detectors that read sizes/bursts (the rest read only the heads, the key and `handshake`,
+# so their result is the same for every prefix that holds the same directions).
+SHAPE_DETECTORS = frozenset({"mse"})
+
+
+def run_detectors(ev: FlowEvidence, p: DetectParams, shape: bool | None = None) -> list[Observation]:
+    """Observations for one evidence snapshot, from the detectors for its protocol.
+
+    shape=None runs all of them; True only those in SHAPE_DETECTORS; False only the others
+    (what a caller may reuse across prefixes with the same heads)."""
     proto = ev.key.proto
     out: list[Observation] = []
     for d in DETECTORS:
-        if proto in d.protos:
+        if proto in d.protos and (shape is None or (d.name in SHAPE_DETECTORS) == shape):
             out.extend(d.run(ev, p))
     return out
 
 
-__all__ = ["DETECTORS", "FEATURES", "DetectParams", "Detector", "run_detectors"]
+__all__ = ["DETECTORS", "FEATURES", "SHAPE_DETECTORS", "DetectParams", "Detector", "run_detectors"]
