@@ -32,7 +32,7 @@ from .evidence import (
     Observation,
     bursts_of,
 )
-from .score.flow import Decision, decide, sigmoid
+from .score.flow import Decision, decide, score_observations, sigmoid
 from .score.host import HostFlowObservation, HostModel
 from .verdict import P2P, FlowVerdict, HostVerdict
 
@@ -303,7 +303,7 @@ class Engine:
 
         by_heads: dict[tuple[bool, bool], list[Observation]] = {}
 
-        def observe(pre: FlowEvidence) -> list[Observation]:
+        def own(pre: FlowEvidence) -> list[Observation]:
             # head-only detectors give the same answer for every prefix holding the same
             # directions: run them once per such state, the shape detectors every time
             self.stats.detector_runs += 1
@@ -311,7 +311,10 @@ class Engine:
             heads = by_heads.get(state)
             if heads is None:
                 heads = by_heads[state] = run_detectors(pre, self.params, shape=False)
-            return heads + run_detectors(pre, self.params, shape=True) + extra
+            return heads + run_detectors(pre, self.params, shape=True)
+
+        def observe(pre: FlowEvidence) -> list[Observation]:
+            return own(pre) + extra
 
         d = decide(ev, observe, s_host, host_family, self.cfg.scoring)
         reasons = d.score.reasons + (f"host_score={s_host:.2f}",) if hs else d.score.reasons
@@ -333,7 +336,7 @@ class Engine:
         )
         self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]
-        confirmed = self._confirmed_by_own_evidence(d, extra)
+        confirmed = self._confirmed_by_own_evidence(d, ev, own)
         if confirmed:
             self._remember_peer(k, ev.ts)
         for h in self._observe_hosts(k, d, confirmed, ev.ts):
@@ -354,20 +357,21 @@ class Engine:
             self._local_cache[h] = r
         return r
 
-    def _confirmed_by_own_evidence(self, d: Decision, context: list[Observation]) -> bool:
-        """Would the flow be p2p_likely without the context (peer cache, host)?
-
-        Only such flows feed the context of later flows: a label that context produced must
-        not produce more context, or one false positive would spread along a host's flows
-        (seen with a shadowsocks client before the MSE shape check demanded the BT length)."""
+    def _confirmed_by_own_evidence(self, d: Decision, ev: FlowEvidence, own) -> bool:
+        """Is the flow P2P on its own complete evidence, without the context (peer cache,
+        host)? Only such flows feed the context of later flows: a label that context
+        produced must not produce more context, or one false positive would spread along a
+        host's flows (seen with a shadowsocks client before the MSE shape check demanded
+        the BT handshake length). A flow labelled early through context still counts when
+        its whole evidence stands on its own."""
         if d.label != P2P:
             return False
         if d.score.plaintext:
             return True
         sc = self.cfg.scoring
-        s_own = d.score.score - sum(sc.weight(o.feature) * o.value for o in context)
-        fams = set(d.score.families) - {FAMILY_PEER, FAMILY_HOST, FAMILY_NEGATIVE}
-        return sigmoid(sc.alpha * s_own) >= sc.t_high and len(fams) >= sc.min_families_encrypted
+        fs = score_observations(own(ev), sc)
+        fams = set(fs.families) - {FAMILY_PEER, FAMILY_HOST, FAMILY_NEGATIVE}
+        return sigmoid(sc.alpha * fs.score) >= sc.t_high and len(fams) >= sc.min_families_encrypted
 
     def _observe_hosts(self, k: FlowKey, d: Decision, confirmed: bool, ts: float) -> list[str]:
         # a P2P label that rests on context counts for the host as an unproven encrypted flow

@@ -279,3 +279,17 @@ def test_full_mse_shape_needs_the_bt_handshake_length_to_count_as_a_handshake():
     eng = Engine()
     v = flows(eng.process_evidence(_tcp_ev(40000, 8388, [189, -517, 115, -436, 115, -675, 115, -422], 1.0, 3)))[0]
     assert v.label != P2P and "bt_len=absent" in v.reasons
+
+
+def test_a_flow_labelled_early_through_context_still_seeds_context_when_its_whole_evidence_stands():
+    eng = Engine()
+    krpc = b"d1:ad2:id20:" + b"A" * 20 + b"6:target20:" + b"B" * 20 + b"e1:q9:find_node1:t2:aa1:y1:qe"
+    dht = FlowEvidence(
+        key=FlowKey("udp", "10.0.0.1", 6881, "10.0.0.9", 6881), uid="Cd", community_id="1:d", ts=0.0,
+        sizes=(len(krpc),), times=(0.0,), bursts=(len(krpc),), orig_heads=(krpc,), resp_heads=(), complete=True,
+    )
+    eng.process_evidence(dht)
+    # a full MSE exchange with the BT handshake length (step 3 = 124, step 4 = 82)
+    v = flows(eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82, 68, -1400], 1.0, 5)))[0]
+    assert v.label == P2P and v.decided_at_packet == 2  # context decided it early
+    assert ("10.0.0.2", 51413) in eng._peer_cache  # but its own evidence confirms it
