@@ -6,8 +6,9 @@ DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 
 .PHONY: demo test setup system-deps bench lint zeek-test clean
 
+# Debian's python3 needs python3-venv for `-m venv`; setup-system.sh installs it when root.
 $(BIN)/msewatch: pyproject.toml
-	$(PY) -m venv $(VENV)
+	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && tools/setup-system.sh venv && $(PY) -m venv $(VENV))
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@

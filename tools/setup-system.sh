@@ -3,6 +3,15 @@
 # Debian bookworm-backports, ndpiReader (libndpi-bin), jq, tcpdump, Chromium. Idempotent.
 set -euo pipefail
 need=()
+if [ "${1:-}" = venv ]; then
+  # only what `python3 -m venv` needs on Debian (make setup calls this when venv fails)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    exit 0
+  fi
+  echo "setup-system: python3 -m venv failed; install python3-venv (as root: apt-get install python3-venv)" >&2
+  exit 1
+fi
 command -v suricata >/dev/null || need+=(suricata)
 command -v ndpiReader >/dev/null || need+=(libndpi-bin)
 command -v jq >/dev/null || need+=(jq)
