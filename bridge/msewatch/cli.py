@@ -47,7 +47,8 @@ def _progress_factory(paths: Sequence[str], enabled: bool) -> tuple[Callable | N
 
 def _summary(verdicts: list[dict], out: IO[str], top: int = 10) -> None:
     flows = [v for v in verdicts if v["type"] == "flow"]
-    hosts = [v for v in verdicts if v["type"] == "host"]
+    # a host is reported when its label changes and once at the end: show its last verdict
+    hosts = list({v["host"]: v for v in verdicts if v["type"] == "host"}.values())
     labels = Counter(v["label"] for v in flows)
     protos = Counter((v["label"], v["protocol"] or "-") for v in flows if v["label"] != "normal_likely")
     w = out.write
