@@ -42,6 +42,8 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 _EMPTY: tuple = ()
+# flows whose endpoints are peers worth remembering (a tracker or the LSD group is not a peer)
+_PEER_CACHE_PROTOCOLS = frozenset({"bt_mse", "bt_plain", "utp", "dht"})
 
 
 def _addr_str(a: bytes) -> str:
@@ -337,7 +339,7 @@ class Engine:
         self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]
         confirmed = self._confirmed_by_own_evidence(d, ev, own)
-        if confirmed:
+        if confirmed and d.score.protocol in _PEER_CACHE_PROTOCOLS:
             self._remember_peer(k, ev.ts)
         for h in self._observe_hosts(k, d, confirmed, ev.ts):
             hv = self._host_verdict(h)
