@@ -17,7 +17,7 @@ dpkt = pytest.importorskip("dpkt")
 CORPUS = Path(__file__).parent / "data" / "corpus"
 LABEL_COLUMNS = ["pcap", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "label", "protocol", "client", "server"]
 P2P_PROTOCOLS = {"bt_mse", "bt_plain", "utp", "dht", "tracker", "lsd", "bt_attempt"}
-NORMAL_PROTOCOLS = {"tls", "ssh", "http", "dns", "shadowsocks", "other"}
+NORMAL_PROTOCOLS = {"tls", "ssh", "http", "dns", "shadowsocks", "obfs4", "other"}
 PLAIN_BT = b"\x13BitTorrent protocol"
 
 

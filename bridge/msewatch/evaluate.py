@@ -46,7 +46,7 @@ from typing import Iterable, Sequence
 P2P_CLASSES = ("bt_mse", "bt_plain", "utp", "dht", "tracker", "lsd", "bt_attempt")
 NEGATIVE = "normal"
 CLASSES = P2P_CLASSES + (NEGATIVE,)
-NORMAL_PROTOCOLS = ("tls", "ssh", "http", "dns", "shadowsocks", "other")
+NORMAL_PROTOCOLS = ("tls", "ssh", "http", "dns", "shadowsocks", "obfs4", "other")
 
 P2P_LIKELY, NORMAL_LIKELY, UNKNOWN = "p2p_likely", "normal_likely", "unknown"
 P2P_HOST, NORMAL_HOST = "p2p_host", "normal_host"

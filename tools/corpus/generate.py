@@ -3,7 +3,7 @@
 
 Every scenario builds a fresh virtual LAN (lab.py), captures the bridge with tcpdump into
 OUT/<scenario>.pcap, runs real programs (libtorrent, Transmission, aria2, rTorrent, nginx, curl,
-OpenSSH, shadowsocks-libev, dig) between the namespaces, and tears everything down again.
+OpenSSH, shadowsocks-libev, obfs4proxy, dig) between the namespaces, and tears everything down again.
 Labels come only from the scenario's role table (who listens on which address and port, which
 program runs on which host); the pcap is read back and every TCP/UDP 5-tuple observed gets the
 label of the role it matches, or `unlabeled`.
@@ -36,7 +36,7 @@ from pcapflows import hosts_in_flows, read_flows, refine_protocol  # noqa: E402
 GENERATOR_VERSION = "1.0"
 LABEL_COLUMNS = ["pcap", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "label", "protocol", "client", "server"]
 P2P_PROTOCOLS = {"bt_mse", "bt_plain", "utp", "dht", "tracker", "lsd"}
-NORMAL_PROTOCOLS = {"tls", "ssh", "http", "dns", "shadowsocks", "other"}
+NORMAL_PROTOCOLS = {"tls", "ssh", "http", "dns", "shadowsocks", "obfs4", "other"}
 LSD_GROUP = "239.192.152.143"
 SYS_PY = "/usr/bin/python3"
 
@@ -67,6 +67,7 @@ def detect_versions() -> dict[str, str]:
         "curl": (["curl", "--version"], r"curl (\S+)", "curl {}"),
         "openssh": (["ssh", "-V"], r"OpenSSH_([^\s,]+)", "OpenSSH {}"),
         "shadowsocks": (["ss-server", "-h"], r"shadowsocks-libev (\S+)", "shadowsocks-libev {}"),
+        "obfs4proxy": (["obfs4proxy", "-version"], r"obfs4proxy-(\S+)", "obfs4proxy {}"),
         "dig": (["dig", "-v"], r"DiG (\S+)", "dig {}"),
         "openssl": (["openssl", "version"], r"OpenSSL (\S+)", "openssl {}"),
         "tcpdump": (["tcpdump", "--version"], r"tcpdump version (\S+)", "tcpdump {}"),
@@ -846,6 +847,103 @@ def shadowsocks_small(s: Scenario, method: str):
 
 SCENARIOS["shadowsocks_small"] = lambda s: shadowsocks_small(s, "aes-256-gcm")
 SCENARIOS["shadowsocks_aead_chacha"] = lambda s: shadowsocks_small(s, "chacha20-ietf-poly1305")
+
+
+OBFS4_PORT = 9443
+
+
+def _wait_log(path: str, pat: str, timeout: float, proc: subprocess.Popen | None = None) -> re.Match:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with open(path, errors="replace") as f:
+                m = re.search(pat, f.read())
+            if m:
+                return m
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[3:5]} exited {proc.returncode} (log {path})")
+        time.sleep(0.1)
+    raise RuntimeError(f"no /{pat}/ in {path} after {timeout}s")
+
+
+def obfs4_small(s: Scenario, iat: int):
+    """Small request/response pairs through obfs4 (a false-positive probe for the MSE shape).
+
+    obfs4proxy runs standalone as a managed pluggable transport (TOR_PT_* environment, no tor, no
+    bridge or directory anywhere): the server on `bridge` (obfs4 on :9443, ORPort = nginx on web:80,
+    so it relays plain HTTP), the client on `client` (SOCKS5 on a random 127.0.0.1 port, the bridge
+    args cert=...;iat-mode=N in the SOCKS5 username/password). curl fetches 30 tiny files (50-400
+    bytes) with the bridge as URL host: (a) 3 invocations of 5-7 URLs each (one obfs4 connection,
+    several small pairs), (b) one connection per URL for the rest, then (c) one 200 KiB download.
+    """
+    v = s.versions
+    ob = v.get("obfs4proxy", "obfs4proxy")
+    s.host("client", "normal_host", ob + " (client) + " + v["curl"])
+    s.host("bridge", "normal_host", ob + " (server)")
+    s.host("web", "normal_host", v["nginx"])
+    s.role("tcp", "bridge", OBFS4_PORT, "normal", "obfs4", ob + f" (server, iat-mode={iat})",
+           client=ob + f" (client, iat-mode={iat}) + " + v["curl"])
+    s.role("tcp", "web", 80, "normal", "http", v["nginx"], client=ob + " (server)")
+    yield
+    rng = random.Random(f"{s.seed}:{s.name}:plan")
+    files = {f"t{i:02d}.{'html' if i % 3 == 0 else 'bin'}": rng.randint(50, 400) for i in range(30)}
+    files["bulk.bin"] = 200 << 10
+    web, bridge = s.ip("web"), s.ip("bridge")
+    procs = [nginx(s, "web", files, tls=False)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOR_PT_")}
+    sstate = s.d("hosts", "bridge", "obfs4")
+    senv = dict(base, TOR_PT_MANAGED_TRANSPORT_VER="1", TOR_PT_SERVER_TRANSPORTS="obfs4",
+                TOR_PT_SERVER_BINDADDR=f"obfs4-{bridge}:{OBFS4_PORT}", TOR_PT_ORPORT=f"{web}:80",
+                TOR_PT_STATE_LOCATION=sstate, TOR_PT_SERVER_TRANSPORT_OPTIONS=f"obfs4:iat-mode={iat}")
+    slog = s.log("bridge-obfs4proxy")
+    procs.append(s.lab.popen("bridge", ["obfs4proxy", "-enableLogging", "-logLevel", "INFO"], slog, env=senv))
+    _wait_log(slog, r"SMETHOD obfs4 ", 10, procs[-1])
+    with open(os.path.join(sstate, "obfs4_bridgeline.txt")) as f:
+        cert = re.search(r"cert=(\S+)", f.read()).group(1)
+    cenv = dict(base, TOR_PT_MANAGED_TRANSPORT_VER="1", TOR_PT_CLIENT_TRANSPORTS="obfs4",
+                TOR_PT_STATE_LOCATION=s.d("hosts", "client", "obfs4"))
+    clog = s.log("client-obfs4proxy")
+    procs.append(s.lab.popen("client", ["obfs4proxy", "-enableLogging", "-logLevel", "INFO"], clog, env=cenv))
+    socks = _wait_log(clog, r"CMETHOD obfs4 socks5 (127\.0\.0\.1:\d+)", 10, procs[-1]).group(1)
+    # pt-spec: the args string goes in the SOCKS5 username, continued in the password (never empty).
+    user, pw = f"cert={cert};", f"iat-mode={iat}"
+    time.sleep(0.5)
+    names = sorted(n for n in files if n != "bulk.bin")
+    rng.shuffle(names)
+    batches, i = [], 0
+    for _ in range(3):
+        n = rng.randint(5, 7)
+        batches.append(names[i:i + n])
+        i += n
+    batches += [[u] for u in names[i:]]
+    rng.shuffle(batches)
+    batches.append(["bulk.bin"])
+    curl = ["curl", "-sS", "--socks5", socks, "--proxy-user", f"{user}:{pw}",
+            "-w", "%{http_code} %{size_download}\n"]
+    for b in batches:
+        argv = list(curl)
+        for u in b:
+            argv += ["-o", "/dev/null", f"http://{bridge}:{OBFS4_PORT}/{u}"]
+        before = len(open(s.log("client-curl"), "rb").read().splitlines()) if os.path.exists(s.log("client-curl")) else 0
+        rc = s.lab.run("client", argv, s.log("client-curl"), timeout=60)
+        if rc:
+            raise RuntimeError(f"curl via obfs4 exited {rc} for {b}")
+        with open(s.log("client-curl"), "rb") as f:
+            got = f.read().splitlines()[before:]
+        want = [f"200 {files[u]}".encode() if u.endswith(".bin") else b"200" for u in b]
+        if [g if g.startswith(b"200 ") and w != b"200" else g[:3] for g, w in zip(got, want)] != want \
+                or len(got) != len(want):
+            raise RuntimeError(f"curl via obfs4: {got} != {want}")
+        time.sleep(rng.uniform(0.1, 0.5))
+    time.sleep(0.5)
+    for p in reversed(procs):
+        s.lab.stop(p)
+
+
+SCENARIOS["obfs4_small"] = lambda s: obfs4_small(s, 0)
+SCENARIOS["obfs4_iat"] = lambda s: obfs4_small(s, 1)
 
 
 # --------------------------------------------------------------------------------------------
