@@ -16,6 +16,7 @@ command -v suricata >/dev/null || need+=(suricata)
 command -v ndpiReader >/dev/null || need+=(libndpi-bin)
 command -v jq >/dev/null || need+=(jq)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v openssl >/dev/null || need+=(openssl)         # the wss:// bridge test makes its certificate
 [ -x /usr/bin/chromium ] || need+=(chromium)            # the report's browser test
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
