@@ -110,6 +110,10 @@ redef record Conn::Info += {
 # connections: entries go when the connection does.
 global awaiting_label: table[string] of string &create_expire=conn_label_timeout;
 
+# Flow verdicts already logged, by uid. The bridge delivers at least once (a batch cut
+# off by a reconnect is sent again), so the same verdict can arrive twice.
+global logged_verdicts: set[string] &create_expire=1hr;
+
 global attach_conn_label: Conn::RemovalHook;
 
 event zeek_init() &priority=5
@@ -197,6 +201,11 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     resp_p: port, label: string, protocol: string, probability: double,
     reasons: vector of string, decided_at: time, decided_at_packet: count)
 	{
+	if ( uid in logged_verdicts )
+		return;
+
+	add logged_verdicts[uid];
+
 	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
 	local rec = Info($ts=decided_at, $uid=uid, $id=id, $kind="flow", $label=label,
 	                 $probability=probability, $reasons=reasons,
