@@ -231,15 +231,16 @@ async def run_bridge(cfg: ZeekConfig, engine: EngineLike, metrics_cfg=None, inst
     return metrics
 
 
-def main_run(config: Any) -> int:
+def main_run(config: Any, verdict_format: str = "msewatch") -> int:
     """Entry point for `msewatch run --config FILE`: `config` is the main msewatch Config
-    with `zeek`, `metrics` and `log` fields. Builds the Engine and runs until a signal."""
+    with `zeek`, `metrics` and `log` fields. Builds the Engine and runs until a signal.
+    `verdict_format` is the format of outputs.verdicts_jsonl (msewatch or ecs)."""
     from .engine import Engine  # the lead's module; imported late so the bridge has no hard dep
     from .metrics import setup_logging
 
     setup_logging(config.log)
     engine = Engine(config)
-    outputs = VerdictOutputs(engine, config.outputs, config.host.local_nets)
+    outputs = VerdictOutputs(engine, config.outputs, config.host.local_nets, verdict_format)
     try:
         asyncio.run(run_bridge(config.zeek, outputs, config.metrics))
     finally:
@@ -252,10 +253,13 @@ class VerdictOutputs:
     file for EVE annotation, Suricata's dataset over its unix socket). An output that
     fails is logged and counted; it never stops verdicts from reaching Zeek."""
 
-    def __init__(self, engine: Any, cfg: Any, local_nets: list[str]) -> None:
+    def __init__(self, engine: Any, cfg: Any, local_nets: list[str], verdict_format: str = "msewatch") -> None:
         import ipaddress
 
+        from .ecs import formatter
+
         self.engine = engine
+        self._format = formatter(verdict_format)  # verdict dict -> what the JSON-lines file gets
         self.errors = 0
         self._jsonl = open(cfg.verdicts_jsonl, "ab") if cfg.verdicts_jsonl else None
         self._feedback = None
@@ -280,7 +284,7 @@ class VerdictOutputs:
             d = v.to_dict()
             try:
                 if self._jsonl is not None:
-                    self._jsonl.write(orjson.dumps(d) + b"\n")
+                    self._jsonl.write(orjson.dumps(self._format(d)) + b"\n")
                 if self._feedback is not None:
                     self._feedback.on_verdict(d)
             except Exception as e:  # an output must not stop the bridge

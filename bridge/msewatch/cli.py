@@ -81,6 +81,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not os.path.exists(p):
             return _die(f"{p}: no such file", EXIT_INPUT)
     engine = Engine(cfg)
+    fmt = _formatter(args.format)
     out = _open_out(args.output)
     progress, close_bar = _progress_factory(args.pcap, not args.no_progress and sys.stderr.isatty())
     collected: list[dict] = []
@@ -90,7 +91,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     def write(v) -> None:
         d = v.to_dict()
         collected.append(d)
-        out.write(orjson.dumps(d) + b"\n")
+        out.write(orjson.dumps(fmt(d)) + b"\n")
 
     try:
         try:
@@ -189,7 +190,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = parse_config(data, "--shard")
     except ConfigError as e:
         return _die(str(e))
-    return main_run(cfg)
+    return main_run(cfg, verdict_format=args.format)
+
+
+def _formatter(fmt: str) -> Callable[[dict], dict]:
+    """--format: msewatch (the verdict JSON as is) or ecs (Elastic Common Schema, docs/siem.md)."""
+    from .ecs import formatter
+
+    return formatter(fmt)
+
+
+def _format_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from .ecs import FORMATS
+
+    parser.add_argument("--format", choices=FORMATS, default="msewatch",
+                        help=f"{what}: msewatch = the verdict JSON of docs/architecture.md, "
+                        "ecs = Elastic Common Schema documents (docs/siem.md) (default: %(default)s)")
 
 
 def cmd_default_config(args: argparse.Namespace) -> int:
@@ -208,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-c", "--config", help="YAML config (default: the bundled one)")
     a.add_argument("-q", "--quiet", action="store_true", help="no summary table on stderr")
     a.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    _format_option(a, "JSON lines written")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("evidence", help="print the per-flow evidence (docs/evidence.md) extracted from pcaps")
@@ -223,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the live bridge: score evidence from Zeek and send verdicts back")
     r.add_argument("-c", "--config", help="YAML config (zeek:, metrics:, log:, outputs: sections)")
     r.add_argument("--shard", help='take only shard "i/N" of the evidence (overrides zeek.shard)')
+    _format_option(r, "lines of outputs.verdicts_jsonl")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("default-config", help="print the bundled default config, documented line by line")

@@ -42,7 +42,8 @@ def test_annotation_is_appended_and_original_bytes_are_a_prefix():
     assert out[0].startswith(raw[:-2]) and out[0].endswith(b"}\n")
     obj = orjson.loads(out[0])
     assert list(obj)[-1] == "msewatch"
-    assert obj["msewatch"] == {"label": "p2p_likely", "protocol": "bt_mse", "probability": 0.97,
+    assert obj["msewatch"] == {"uid": None, "label": "p2p_likely", "protocol": "bt_mse", "probability": 0.97,
+                               "decided_at": None, "families_own": [], "families_context": [],
                                "reasons": ["mse_handshake=1.00"], "host_score": 1.5}
     assert {k: v for k, v in obj.items() if k != "msewatch"} == orjson.loads(raw)
     assert st.annotated == 1

@@ -76,11 +76,19 @@ def parse_eve_time(ts: str) -> float | None:
 
 
 def annotation_bytes(v: dict) -> bytes:
-    """The object added to events: the verdict's label, protocol, probability, reasons, host score."""
+    """The object added to events: the verdict's uid, label, protocol (never null), probability,
+    when it was decided, its own and context families, reasons and host score."""
+    from msewatch import verdict_fields as vf
+
+    own, ctx = vf.families(v)
     return orjson.dumps({
+        "uid": v.get("uid"),
         "label": v.get("label"),
-        "protocol": v.get("protocol"),
+        "protocol": vf.protocol(v),
         "probability": v.get("probability"),
+        "decided_at": v.get("decided_at"),
+        "families_own": own,
+        "families_context": ctx,
         "reasons": list(v.get("reasons") or ()),
         "host_score": v.get("host_score"),
     })
@@ -89,8 +97,10 @@ def annotation_bytes(v: dict) -> bytes:
 class VerdictLookup:
     """Flow verdicts indexed by community_id and by 5-tuple (both orientations)."""
 
-    def __init__(self, verdicts: Iterable[dict] = (), *, window: float = 3600.0, slack: float = 5.0) -> None:
+    def __init__(self, verdicts: Iterable[dict] = (), *, window: float = 3600.0, slack: float = 5.0,
+                 payload: Callable[[dict], object] = annotation_bytes) -> None:
         self.window = window
+        self.payload = payload  # verdict dict -> what the Annotator's render gets (ECS: a dict)
         self.slack = slack
         self._by_cid: dict[str, list[tuple[float, bytes]]] = {}
         self._by_tuple: dict[tuple, list[tuple[float, bytes]]] = {}
@@ -118,7 +128,7 @@ class VerdictLookup:
     def add(self, v: dict) -> None:
         if v.get("type", "flow") != "flow":
             return  # host verdicts do not annotate flows
-        payload = annotation_bytes(v)
+        payload = self.payload(v)
         self._count += 1
         ts = float(v.get("ts") or 0.0)
         cid = v.get("community_id")
@@ -192,8 +202,10 @@ class Annotator:
     def __init__(self, lookup: VerdictLookup, out, stats: AnnotateStats | None = None, *,
                  max_wait: float = 0.0, max_pending: int = 10_000,
                  clock: Callable[[], float] = time.monotonic,
-                 on_emit: Callable[[int], None] | None = None) -> None:
+                 on_emit: Callable[[int], None] | None = None,
+                 render: Callable[[bytes, object], bytes] | None = None) -> None:
         self.lookup = lookup
+        self.render = render  # (raw line, payload or None) -> output bytes; None: EVE as is
         self.out = out
         self.stats = stats if stats is not None else AnnotateStats()
         self.max_wait = max_wait
@@ -222,7 +234,11 @@ class Annotator:
         return ev, None, not (self.max_wait > 0 and self.lookup.could_match(ev))
 
     def _write(self, raw: bytes, payload: bytes | None) -> None:
-        if payload is not None:
+        if self.render is not None:
+            self.out.write(self.render(raw, payload))
+            if payload is not None:
+                self.stats.annotated += 1
+        elif payload is not None:
             self.out.write(annotate_line(raw, payload))
             self.stats.annotated += 1
         else:
@@ -279,10 +295,11 @@ class Annotator:
 def annotate(in_lines: Iterable[bytes | None], verdict_lookup: VerdictLookup, out,
              stats: AnnotateStats | None = None, *, max_wait: float = 0.0, max_pending: int = 10_000,
              clock: Callable[[], float] = time.monotonic,
-             on_emit: Callable[[int], None] | None = None) -> AnnotateStats:
+             on_emit: Callable[[int], None] | None = None,
+             render: Callable[[bytes, object], bytes] | None = None) -> AnnotateStats:
     """Annotate every line of in_lines into out (a binary writer). None items are idle ticks."""
     ann = Annotator(verdict_lookup, out, stats, max_wait=max_wait, max_pending=max_pending,
-                    clock=clock, on_emit=on_emit)
+                    clock=clock, on_emit=on_emit, render=render)
     for raw in in_lines:
         if raw is None:
             ann.tick()
@@ -321,7 +338,8 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
            checkpoint: str | Path | None = None, verdicts_path: str | Path | None = None,
            max_wait: float = 2.0, max_pending: int = 10_000, poll_interval: float = 0.2,
            checkpoint_every: int = 1000, stop: Callable[[], bool] | None = None,
-           stats: AnnotateStats | None = None) -> AnnotateStats:
+           stats: AnnotateStats | None = None,
+           render: Callable[[bytes, object], bytes] | None = None) -> AnnotateStats:
     """Follow eve_path (tail -F) and append annotated lines to out_path, exactly once.
 
     The checkpoint holds the input position after the last emitted line and the output size
@@ -371,7 +389,8 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
             fol.commit(uncommitted, out.tell())
             uncommitted = 0
 
-    ann = Annotator(lookup, out, stats, max_wait=max_wait, max_pending=max_pending, on_emit=on_emit)
+    ann = Annotator(lookup, out, stats, max_wait=max_wait, max_pending=max_pending, on_emit=on_emit,
+                    render=render)
     try:
         pull_verdicts()
         for raw in fol.lines(stop=lambda: (stop is not None and stop()) and ann.pending == 0):
@@ -416,7 +435,17 @@ def main_annotate(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=3600.0,
                     help="a 5-tuple match needs the flow to have started at most this many seconds before the event")
     ap.add_argument("--stats", action="store_true", help="print counters to stderr at the end")
+    ap.add_argument("--format", choices=("eve", "ecs"), default="eve",
+                    help="eve: every line as it came, with a \"msewatch\" object added where a verdict "
+                    "matches; ecs: every line as an Elastic Common Schema document (docs/siem.md) "
+                    "(default: %(default)s)")
     args = ap.parse_args(argv)
+    render = None
+    payload = annotation_bytes
+    if args.format == "ecs":
+        from msewatch.ecs import eve_line, msewatch_flow
+
+        render, payload = eve_line, msewatch_flow
 
     if args.pcap:
         try:
@@ -424,9 +453,9 @@ def main_annotate(argv: list[str] | None = None) -> int:
         except ImportError as e:
             print(f"msewatch annotate: the engine is not available ({e})", file=sys.stderr)
             return 2
-        lookup = VerdictLookup(verdicts, window=args.window)
+        lookup = VerdictLookup(verdicts, window=args.window, payload=payload)
     else:
-        lookup = VerdictLookup((), window=args.window)
+        lookup = VerdictLookup((), window=args.window, payload=payload)
         if not args.follow:
             for v in verdicts_from_jsonl(args.verdicts):
                 lookup.add(v)
@@ -438,7 +467,7 @@ def main_annotate(argv: list[str] | None = None) -> int:
             stats = follow(args.eve, args.out, lookup, checkpoint=args.checkpoint,
                            verdicts_path=args.verdicts if not args.pcap else None,
                            max_wait=2.0 if args.max_wait is None else args.max_wait,
-                           max_pending=args.max_pending)
+                           max_pending=args.max_pending, render=render)
         except KeyboardInterrupt:
             return 0
     else:
@@ -447,7 +476,7 @@ def main_annotate(argv: list[str] | None = None) -> int:
         out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
         try:
             stats = annotate(read_lines(args.eve), lookup, out, max_wait=args.max_wait or 0.0,
-                             max_pending=args.max_pending)
+                             max_pending=args.max_pending, render=render)
         finally:
             if out is not sys.stdout.buffer:
                 out.close()
