@@ -404,7 +404,15 @@ def eve_to_ecs(raw: bytes, annotation: dict | None = None) -> dict:
         types[:] = ["info"]
     flow = ev.get("flow")
     if isinstance(flow, dict):
-        _flow_counters(doc, flow)
+        # the flow's counters are by client (toserver) and server (toclient); source.* is the
+        # flow's client in flow records and the packet's sender in alerts ("direction")
+        if etype in ("flow", "netflow") or ev.get("direction") == "to_server":
+            client_side: str | None = "source"
+        elif ev.get("direction") == "to_client":
+            client_side = "destination"
+        else:
+            client_side = None
+        _flow_counters(doc, flow, client_side)
     alert = ev.get("alert")
     if etype == "alert" and isinstance(alert, dict):
         _rule(doc, alert)
@@ -417,14 +425,16 @@ def eve_to_ecs(raw: bytes, annotation: dict | None = None) -> dict:
     return doc
 
 
-def _flow_counters(doc: dict, flow: dict) -> None:
-    sides = (("source", "toserver"), ("destination", "toclient"))
+def _flow_counters(doc: dict, flow: dict, client_side: str | None) -> None:
+    """Packets/bytes per side (when the orientation is known) and in total; start, end, duration."""
+    server_side = {"source": "destination", "destination": "source"}.get(client_side or "")
     tot: dict[str, int] = {}
-    for side, d in sides:
+    for side, d in ((client_side, "toserver"), (server_side, "toclient")):
         for what in ("packets", "bytes"):
             n = _count(flow.get(("pkts_" if what == "packets" else "bytes_") + d))
             if n is not None:
-                doc.setdefault(side, {})[what] = n
+                if side is not None:
+                    doc.setdefault(side, {})[what] = n
                 tot[what] = tot.get(what, 0) + n
     if tot:
         doc.setdefault("network", {}).update(tot)

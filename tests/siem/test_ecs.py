@@ -196,6 +196,9 @@ def test_eve_lines_become_valid_ecs_documents_one_per_line():
     assert flow["source"]["bytes"] == 2048 and flow["destination"]["packets"] == 10
     assert flow["event"]["duration"] == 1_500_000_000 and flow["msewatch"]["uid"] == VERDICT["uid"]
     assert alert["event"]["kind"] == "alert" and alert["event"]["severity"] == 2
+    assert "bytes" not in alert["source"] and alert["network"]["bytes"] == 1300  # orientation unknown: totals only
+    to_client = ecs.eve_to_ecs(orjson.dumps(dict(EVE_ALERT, direction="to_client")))
+    assert to_client["source"]["bytes"] == 600 and to_client["destination"]["bytes"] == 700
     assert alert["rule"] == {"id": "9470001", "ruleset": "msewatch", "name": EVE_ALERT["alert"]["signature"],
                              "category": EVE_ALERT["alert"]["category"], "version": "2"}
     assert "protocol" not in alert["network"]  # app_proto "failed" names no protocol
