@@ -40,6 +40,36 @@ def test_bursts_chart_draws_four_spec_bands_and_one_bar_per_burst_and_size():
     assert "<title>" in svg
 
 
+def test_bursts_chart_without_bands_says_why_and_draws_none():
+    svg = bursts_chart("t", [357, -215], [357, -215, -90], None, no_bands_reason="protocol tracker")
+    assert 'class="spec-band"' not in svg and "MSE step" not in svg
+    assert "no MSE bands: protocol tracker" in svg
+    assert "stroke-width=\"2\"" not in svg  # no in/out-of-range outlines either
+
+
+def test_only_tcp_flows_guessed_mse_or_unrecognised_get_mse_bands():
+    base = {"proto": "tcp", "protocol": "bt_mse"}
+    assert build_mod.mse_bands_apply(base)
+    assert build_mod.mse_bands_apply(dict(base, protocol=None))  # an old verdict: protocol null
+    assert build_mod.mse_bands_apply(dict(base, protocol="unknown"))
+    for p in ("tracker", "bt_plain", "tls", "ssh", "http"):
+        assert not build_mod.mse_bands_apply(dict(base, protocol=p))
+    assert not build_mod.mse_bands_apply({"proto": "udp", "protocol": "unknown"})
+
+
+def test_histogram_has_count_ticks_and_threshold_labels_in_their_own_row():
+    from msewatch.report.charts import histogram_chart
+
+    svg = histogram_chart("h", {"p2p_likely": [0] * 19 + [265], "normal_likely": [120] + [0] * 19},
+                          {"p2p_likely": "#c00", "normal_likely": "#0c0"}, [i / 20 for i in range(21)], "P", "P",
+                          [(0.2, "T_low"), (0.9, "T_high")])
+    ticks = re.findall(r'text-anchor="end" fill="#4a5568">(\d+)</text>', svg)
+    assert len(ticks) >= 4 and ticks[0] == "0"
+    # legend at y 14, threshold labels at y 38: separate rows, the plot starts below both
+    assert re.search(r'y="14"[^>]*>p2p_likely<', svg)
+    assert re.search(r'y="38"[^>]*class="threshold-label">T_high 0.9<', svg)
+
+
 def test_popcount_chart_draws_the_band_and_a_running_mean_per_head():
     svg = popcount_chart("p", [("orig", bytes(range(256)), "random"), ("resp", b"HTTP/1.1 200 OK\r\n" * 4, "ex5")])
     assert 'class="spec-band popcount-band"' in svg
@@ -57,6 +87,18 @@ def test_score_chart_draws_both_thresholds_and_the_decision_packet():
 
 
 # ---------------------------------------------------------------------------- real corpus
+@pytest.fixture(scope="module")
+def corpus_flows() -> list[dict]:
+    from msewatch.report.inputs import from_pcaps
+
+    return from_pcaps(corpus_pcaps()).flows
+
+
+@pytest.fixture(scope="module")
+def corpus_report() -> str:
+    return build_report(corpus_pcaps(), top=10, top_hosts=2)
+
+
 @pytest.fixture(scope="module")
 def mse_report(mse_flow) -> str:
     pcap, flow = mse_flow
@@ -79,6 +121,25 @@ def test_report_shows_the_known_mse_flow_with_its_three_charts(mse_report, mse_f
     assert "MSE bursts 1–4 in range</dt><dd>4/4" in card
     for r in flow["reasons"]:
         assert f"<li>{r}</li>" in card
+
+
+def test_flagged_flows_in_detail_cover_every_kind_first(corpus_flows):
+    """With a short --top, encrypted flows and every P2P protocol appear before a swarm's many
+    tracker announces fill the budget."""
+    sel = build_mod.select_flows(corpus_flows, build_mod.Options(top=8), None)
+    protos = [f.get("protocol") for f, _ in sel]
+    assert protos[0] == "bt_mse"
+    assert {"bt_mse", "utp", "dht", "lsd", "tracker"} <= set(protos)
+
+
+def test_flow_tables_have_time_pcap_and_both_family_lists(corpus_report):
+    html = corpus_report
+    for table in ("flow-index", "flow-table"):
+        head = html[html.index(f'id="{table}"'):]
+        head = head[: head.index("</tr>")]
+        for col in ("time", "pcap", "own families", "context families"):
+            assert f">{col}</th>" in head, (table, col)
+    assert "<caption>times in UTC" in html
 
 
 def test_report_has_summary_ground_truth_hosts_and_comparison(mse_report):
@@ -155,7 +216,7 @@ def test_large_input_details_only_top_n_and_aggregates_the_rest(tmp_path, monkey
     v.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
     e.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in evs))
     html = build_report(verdicts=str(v), evidence=str(e), top=7, top_hosts=3)
-    assert html.count('class="card flow"') == 7 + 2  # top 7 + the default comparison pair
+    assert html.count('class="card flow') == 7 + 2  # top 7 + the default comparison pair
     assert html.count('class="card host"') == 3
     assert 'id="flow-aggregate"' in html and 'id="flow-table"' not in html
 

@@ -18,6 +18,7 @@ from typing import Sequence
 from markupsafe import Markup
 
 from . import charts
+from .. import verdict_fields as vf
 from ..evaluate import percentile
 from .inputs import ReportInput, enable_key_join
 from .labels import Truth
@@ -51,6 +52,7 @@ class FlowCard:
     popcount_svg: Markup
     score_svg: Markup
     facts: list[tuple[str, str]] = field(default_factory=list)
+    bands_apply: bool = True
 
 
 def _spread(values: list[float]) -> dict:
@@ -59,6 +61,27 @@ def _spread(values: list[float]) -> dict:
 
 def anchor(prefix: str, s: str) -> str:
     return prefix + "-" + "".join(c if c.isalnum() else "-" for c in s)
+
+
+def utc(ts: float | None, ms: bool = True) -> str:
+    """Epoch seconds as a UTC time for tables: 2026-11-22 02:51:31.124."""
+    if ts is None:
+        return "–"
+    from datetime import datetime, timezone
+
+    d = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return d.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if ms else d.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def mse_bands_apply(f: dict) -> bool:
+    """The MSE spec bands answer "is this an MSE handshake?": asked of TCP flows guessed bt_mse
+    or with no protocol recognised, not of trackers, DHT, TLS and the like."""
+    return f.get("proto") == "tcp" and vf.protocol(f) in ("bt_mse", vf.UNKNOWN_PROTOCOL)
+
+
+def families_str(f: dict) -> tuple[str, str]:
+    own, ctx = vf.families(f)
+    return ", ".join(own) or "–", ", ".join(ctx) or "–"
 
 
 def tuple_str(f: dict) -> str:
@@ -86,7 +109,7 @@ def summarize(flows: list[dict], hosts: list[dict]) -> dict:
     for f in flows:
         lab = f["label"]
         proto = f.get("protocol")
-        by_lp[(proto or "-", lab)] += 1
+        by_lp[(vf.protocol(f), lab)] += 1
         n = f.get("decided_at_packet")
         if n:
             lat_pk[lab].append(n)
@@ -103,7 +126,7 @@ def summarize(flows: list[dict], hosts: list[dict]) -> dict:
         by_label[lab] += n
     lat_pk["all"] = [x for v in list(lat_pk.values()) for x in v]
     lat_s["all"] = [x for v in list(lat_s.values()) for x in v]
-    protocols = sorted({p for p, _ in by_lp}, key=lambda p: (p == "-", p))
+    protocols = sorted({p for p, _ in by_lp}, key=lambda p: (p == vf.UNKNOWN_PROTOCOL, p))
     lp_rows = [(p, [by_lp.get((p, lab), 0) for lab in LABEL_ORDER], sum(by_lp.get((p, lab), 0) for lab in LABEL_ORDER))
                for p in protocols]
     final: dict[tuple, dict] = {}
@@ -148,18 +171,46 @@ def select_flows(flows: list[dict], opts: Options, truth: Truth | None) -> list[
                 break
             u = f["uid"]
             if u in truth.misses and u not in chosen:
-                chosen[u] = "missed (labelled P2P)"
+                chosen[u] = "missed"
                 budget -= 1
             elif u in truth.false_positives and u not in chosen:
-                chosen[u] = "false positive (labelled normal)"
+                chosen[u] = "false positive"
                 budget -= 1
-    for f in ranked:
+    for f in _interleave(ranked):
         if budget <= 0:
             break
         if f["uid"] not in chosen:
             chosen[f["uid"]] = "flagged" if f["label"] == "p2p_likely" else f["label"]
             budget -= 1
     return [(by_uid[u], why) for u, why in chosen.items()]
+
+
+#: which kinds of flagged flows come first when the detail budget is short: encrypted ones are
+#: what the engine is for; a swarm's hundred tracker announces should not crowd them out
+_KIND_ORDER = ("bt_mse", "unknown", "utp", "bt_plain", "dht", "lsd", "tracker")
+
+
+def _interleave(ranked: list[dict]) -> list[dict]:
+    """Flows by P within each (label, protocol) group, taken round-robin across the groups
+    (encrypted first), so the top N shows every kind of flagged flow."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for f in ranked:
+        groups[(f["label"] != "p2p_likely", vf.protocol(f))].append(f)
+
+    def order(k: tuple) -> tuple:
+        return (k[0], _KIND_ORDER.index(k[1]) if k[1] in _KIND_ORDER else len(_KIND_ORDER), k[1])
+
+    queues = [groups[k] for k in sorted(groups, key=order)]
+    out: list[dict] = []
+    i = 0
+    while queues:
+        q = queues[i % len(queues)]
+        out.append(q.pop(0))
+        if not q:
+            queues.remove(q)
+        else:
+            i += 1
+    return out
 
 
 #: At most this many non-P2P flows are examined for the default comparison partner.
@@ -218,7 +269,8 @@ def flow_card(f: dict, why: str, ev: dict | None, inp: ReportInput, truth: Truth
     from ..detect.randomness import random_verdict
 
     uid = f["uid"]
-    bands = charts.MseBands(**inp.mse_bands) if inp.mse_bands else charts.MseBands()
+    applies = mse_bands_apply(f)
+    bands = (charts.MseBands(**inp.mse_bands) if inp.mse_bands else charts.MseBands()) if applies else None
     p = DetectParams(popcount_low=inp.popcount_band[0], popcount_high=inp.popcount_band[1])
     heads = []
     for side, h in _heads(ev):
@@ -229,18 +281,23 @@ def flow_card(f: dict, why: str, ev: dict | None, inp: ReportInput, truth: Truth
     n_packets = len(sizes)
     a = anchor(prefix, uid)
     t_low, t_high = inp.thresholds
-    fits = bands.fits(bursts)
+    own, ctx = families_str(f)
     facts = [
         ("flow", tuple_str(f)),
-        ("label", f["label"] + (f" ({f['protocol']})" if f.get("protocol") else "")),
+        ("started", utc(f.get("ts"))),
+        ("label / protocol", f"{f['label']} / {vf.protocol(f)}"),
         ("P / P_flow / S_host", f"{f['probability']:.4f} / {f.get('flow_probability', 0):.4f} / {f.get('host_score', 0):.2f}"),
         ("decided", f"at payload packet {f.get('decided_at_packet', 0)}, "
                     f"+{(f.get('decided_at', f['ts']) - f['ts']) * 1000:.1f} ms"),
-        ("families", ", ".join(f.get("families", ())) or "–"),
-        ("MSE bursts 1–4 in range", f"{sum(fits)}/{len(fits)}" if fits else "–"),
+        ("own families", own),
+        ("context families", ctx),
     ]
-    if f.get("pcap"):
-        facts.append(("pcap", f["pcap"]))
+    if bands is not None:
+        fits = bands.fits(bursts)
+        facts.append(("MSE bursts 1–4 in range", f"{sum(fits)}/{len(fits)}" if fits else "–"))
+    pcap = f.get("pcap") or f.get("_pcap")
+    if pcap:
+        facts.append(("pcap", pcap))
     if ev:
         facts.append(("packets / bytes", f"{ev.get('orig_pkts', 0)}↑ {ev.get('resp_pkts', 0)}↓ / "
                                          f"{ev.get('orig_bytes', 0)}↑ {ev.get('resp_bytes', 0)}↓"))
@@ -253,14 +310,21 @@ def flow_card(f: dict, why: str, ev: dict | None, inp: ReportInput, truth: Truth
         why=why,
         truth=t,
         has_evidence=ev is not None,
-        bursts_svg=Markup(charts.bursts_chart(f"{a}-bursts", bursts, sizes, bands,
-                                              f"Direction bursts and first payload sizes of {uid}")),
-        popcount_svg=Markup(charts.popcount_chart(f"{a}-popcount", heads, *inp.popcount_band,
-                                                  title=f"Popcount per byte of the first payloads of {uid}")),
+        bursts_svg=Markup(charts.bursts_chart(
+            f"{a}-bursts", bursts, sizes, bands,
+            f"Direction bursts and first payload sizes of {uid}: bars up = orig→resp, down = resp→orig"
+            + ("; green bands = MSE/PE spec ranges of steps 1–4" if bands is not None else ""),
+            no_bands_reason=(f"protocol {vf.protocol(f)}" if f.get("proto") == "tcp" else f"{f.get('proto')} flow"))),
+        popcount_svg=Markup(charts.popcount_chart(
+            f"{a}-popcount", heads, *inp.popcount_band,
+            title=f"Popcount per byte of the first payloads of {uid}: random bytes settle at 4.0 inside the "
+                  f"fully-encrypted band {inp.popcount_band[0]}–{inp.popcount_band[1]}")),
         score_svg=Markup(charts.score_path_chart(f"{a}-score", f.get("score_path", []), t_low, t_high,
                                                  f.get("decided_at_packet", 0), n_packets,
-                                                 f"Score path of {uid}")),
+                                                 f"Score path of {uid}: P after each scored prefix against "
+                                                 f"T_low {t_low:g} and T_high {t_high:g}")),
         facts=facts,
+        bands_apply=bands is not None,
     )
 
 
@@ -369,6 +433,51 @@ def _host_card(k: tuple, h: dict, history: list[dict], fl: list[tuple[dict, str]
 
 
 # ------------------------------------------------------------------------------ whole report
+def local_host(f: dict, known: set[tuple[str, str]]) -> str:
+    """The flow's end that is a scored (local) host: orig first, else resp, else orig."""
+    pc = f.get("pcap", "")
+    for h in (f["orig_h"], f["resp_h"]):
+        if (pc, h) in known:
+            return h
+    return f["orig_h"]
+
+
+def group_cards(cards: list[FlowCard], hosts: list[dict], host_anchor: dict) -> list[dict]:
+    """Flow cards grouped by (pcap, local host), the group of a named flow first, then by how
+    many flagged flows a group holds."""
+    known = {(h.get("pcap", ""), h["host"]) for h in hosts}
+    groups: dict[tuple, list[FlowCard]] = {}
+    for c in cards:
+        k = (c.flow.get("pcap", ""), local_host(c.flow, known))
+        groups.setdefault(k, []).append(c)
+    out = []
+    for (pcap, host), cs in groups.items():
+        labels = Counter(c.flow["label"] for c in cs)
+        out.append({
+            "host": host, "pcap": pcap, "cards": cs, "labels": [(lab, labels[lab]) for lab in LABEL_ORDER if labels[lab]],
+            "open": any(c.why == "named" for c in cs), "anchor": anchor("group", f"{pcap}-{host}"),
+            "host_anchor": host_anchor.get((pcap, host)),
+            "protocols": sorted({vf.protocol(c.flow) for c in cs}),
+        })
+    out.sort(key=lambda g: (not g["open"], -sum(n for lab, n in g["labels"] if lab != "normal_likely"), g["host"]))
+    return out
+
+
+def flow_row(f: dict) -> dict:
+    """What the flow tables show of a flow."""
+    own, ctx = families_str(f)
+    return {"f": f, "time": utc(f.get("ts")), "pcap": f.get("pcap") or f.get("_pcap") or "–",
+            "protocol": vf.protocol(f), "own": own, "ctx": ctx}
+
+
+def _date_note(flows: list[dict]) -> str:
+    """Tables show the time of day; the date goes in the column head (or on hover if several)."""
+    if not flows:
+        return "UTC"
+    lo, hi = utc(min(f["ts"] for f in flows))[:10], utc(max(f["ts"] for f in flows))[:10]
+    return f"UTC {lo}" if lo == hi else "UTC; date on hover"
+
+
 def aggregate_rest(flows: list[dict], shown: set[str]) -> list[tuple]:
     """Flows not shown in detail, by (label, protocol, service port)."""
     c: Counter = Counter()
@@ -376,7 +485,7 @@ def aggregate_rest(flows: list[dict], shown: set[str]) -> list[tuple]:
     for f in flows:
         if f["uid"] in shown:
             continue
-        k = (f["label"], f.get("protocol") or "-", f"{f['proto']}/{f['resp_p']}" if f["resp_p"] < 1024 else f"{f['proto']}/high")
+        k = (f["label"], vf.protocol(f), f"{f['proto']}/{f['resp_p']}" if f["resp_p"] < 1024 else f"{f['proto']}/high")
         c[k] += 1
         pmax[k] = max(pmax.get(k, 0.0), f["probability"])
     return [(*k, n, pmax[k]) for k, n in sorted(c.items(), key=lambda x: (-x[1], x[0]))[:200]]
@@ -416,6 +525,10 @@ def build(inp: ReportInput, opts: Options, truth: Truth | None = None) -> dict:
         for i, pair in enumerate(compare)
     ]
     hcards, hrest = host_cards(flows, inp.hosts, opts)
+    groups = group_cards(cards, inp.hosts, {(h["pcap"], h["host"]): h["anchor"] for h in hcards})
+    group_by_host = {(g["pcap"], g["host"]): g["anchor"] for g in groups}
+    for h in hcards:
+        h["group"] = group_by_host.get((h["pcap"], h["host"]))
     summary = summarize(flows, inp.hosts)
     stacks, edges = summary["hist"]
     hist_svg = Markup(charts.histogram_chart(
@@ -441,7 +554,12 @@ def build(inp: ReportInput, opts: Options, truth: Truth | None = None) -> dict:
         "hosts_rest_n": len(hrest),
         "truth": truth,
         "top": opts.top,
-        "flow_table": (sorted(flows, key=lambda f: -f["probability"]) if table_all else []),
+        "flow_table": ([flow_row(f) for f in sorted(flows, key=lambda f: (-f["probability"], f["ts"]))]
+                       if table_all else []),
+        "flow_index": [(c, flow_row(c.flow)) for c in cards],
+        "date_note": _date_note(flows),
+        "groups": groups,
+        "group_of": {c.flow["uid"]: g["anchor"] for g in groups for c in g["cards"]},
         "flow_table_all": table_all,
         "aggregate": [] if table_all else aggregate_rest(flows, shown),
         "shown": shown,
