@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TOP_LEVEL = ("pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md", "zkg.meta")
-TREES = ("bridge", "suricata-rules", "zeek-scripts")
+TREES = ("bridge", "suricata-rules", "zeek-scripts", "contrib")
 
 
 def _expected_in_wheel() -> set[str]:
@@ -82,7 +82,8 @@ def test_wheel_carries_rules_zeek_scripts_config_templates_and_license(built, wh
 def test_sdist_carries_the_sources_of_everything_the_wheel_ships(built):
     with tarfile.open(built["sdist"]) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    want = {"LICENSE", "setup.py", "zkg.meta", "bridge/msewatch/data/default.yaml"}
+    want = {"LICENSE", "setup.py", "zkg.meta", "bridge/msewatch/data/default.yaml",
+            "contrib/systemd/msewatch@.service", "contrib/logrotate/msewatch", "contrib/Containerfile"}
     want |= {str(p.relative_to(REPO)) for tree in ("suricata-rules", "zeek-scripts") for p in (REPO / tree).rglob("*") if p.is_file()}
     want |= {f"bridge/msewatch/report/templates/{p.name}" for p in (REPO / "bridge/msewatch/report/templates").iterdir()}
     missing = want - names
