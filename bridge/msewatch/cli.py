@@ -16,8 +16,8 @@ from .config import ConfigError, default_config_text, load_config
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT = 0, 1, 2
 
-DESCRIPTION = ("Detect encrypted BitTorrent (MSE/PE) and related P2P traffic: offline from pcaps, "
-               "live from Zeek (run), and joined onto Suricata EVE JSON (annotate).")
+DESCRIPTION = ("Detect encrypted BitTorrent (MSE/PE) and related P2P traffic: offline from\n"
+               "pcaps, live from Zeek (run), and joined onto Suricata EVE JSON (annotate).")
 
 EXIT_CODES = """\
 exit codes:
@@ -271,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def cmd(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=description or help, epilog=EXIT_CODES, formatter_class=fmt)
+        import textwrap
+
+        return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 88),
+                              epilog=EXIT_CODES, formatter_class=fmt)
 
     a = cmd("analyze", "run the engine on pcap/pcapng files; JSON lines out, summary on stderr",
             "Score every flow and host of the captures: one JSON verdict per line (docs/evidence.md), "
