@@ -6,21 +6,27 @@ DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 
 .PHONY: demo test setup system-deps bench lint zeek-test clean
 
+# Two stamps: `make demo` needs only the package and its runtime dependencies (.venv/.base);
+# `make setup` / `make test` add the test extra (pytest, btest, playwright ...: .venv/.test).
 # Debian's python3 needs python3-venv for `-m venv`; setup-system.sh installs it when root.
-$(BIN)/msewatch: pyproject.toml
+$(VENV)/.base: pyproject.toml setup.py
 	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && tools/setup-system.sh venv && $(PY) -m venv $(VENV))
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-setup: $(BIN)/msewatch
+setup: $(VENV)/.test
 
 # Suricata 7 (bookworm-backports), ndpiReader, jq, tcpdump: needed by the Suricata tests and
 # benchmarks. Installs when run as root on Debian; otherwise says what is missing.
 system-deps:
 	@tools/setup-system.sh
 
-demo: setup
+demo: $(VENV)/.base
 	$(BIN)/msewatch analyze $(DEMO) -o demo-verdicts.jsonl
 	@echo "verdicts written to demo-verdicts.jsonl"
 

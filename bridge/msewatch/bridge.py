@@ -8,6 +8,7 @@ One connection at a time, to the first endpoint that answers (fail-over in list 
 Lost connections are retried with exponential backoff and jitter; queued verdicts are
 sent on the next connection. SIGTERM/SIGINT stop reading evidence, flush the queue for
 up to `zeek.shutdown_timeout` seconds (reconnecting publish-only if needed) and exit.
+SIGHUP reopens every output and log file by name (what logrotate's postrotate sends).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import asyncio
 import logging
 import random
 import signal
+import socket
 import time
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
+from urllib.parse import urlsplit
 
 from .config_zeek import ZeekConfig
 from .evidence import FlowEvidence
@@ -58,26 +61,36 @@ class Bridge:
         self.rng = rng or random.Random()
         self._stop: asyncio.Event | None = None
         self._stopping = False
-        self.engine_errors = 0
         self.ack = None  # the last Ack received (endpoint, version)
         self._acked = False
         self._deadline: float | None = None  # monotonic time by which the flush must end
+        self.on_reopen: list[Callable[[], None]] = []  # called on SIGHUP (outputs, log file)
+        self._failed_streak: dict[str, int] = {}  # url -> connection failures in a row
 
     # ---- evidence -> verdicts
 
+    @property
+    def engine_errors(self) -> int:
+        return self.metrics.engine_errors_total + self.metrics.verdicts_unencodable_total
+
     def _on_evidence(self, ev: FlowEvidence) -> None:
+        metrics = self.metrics
         try:
             verdicts = self.engine.process_evidence(ev)
         except Exception:
-            self.engine_errors += 1
+            metrics.engine_errors_total += 1
             log.exception("engine failed on evidence for %s; skipped", ev.uid)
             return
         topic = self.cfg.verdict_topic
         for v in verdicts or ():
+            if hasattr(v, "uid"):
+                metrics.count_verdict("flow", v.label, v.protocol)
+            else:
+                metrics.count_verdict("host", v.label, None)
             try:
                 message = encode_verdict(v, topic, self.codec)
             except Exception:
-                self.engine_errors += 1
+                metrics.verdicts_unencodable_total += 1
                 log.exception("cannot encode verdict %r; skipped", v)
                 continue
             self.queue.put(verdict_key(v), message)
@@ -99,6 +112,22 @@ class Bridge:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reopen)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    def reopen(self) -> None:
+        """SIGHUP: reopen every output and log file. Runs in the event loop between two
+        messages, so no verdict is half-written or lost: the old file gets everything up
+        to here, the new one everything after."""
+        self.metrics.reopens_total += 1
+        for callback in self.on_reopen:
+            try:
+                callback()
+            except Exception as e:  # a file that cannot be reopened must not stop the bridge
+                log.error("SIGHUP: reopening failed: %s", e)
+        log.info("SIGHUP: output and log files reopened")
 
     def _on_signal(self, sig: int) -> None:
         log.info("%s: stopping; flushing %d queued verdict(s)", signal.Signals(sig).name, len(self.queue))
@@ -131,7 +160,12 @@ class Bridge:
                 if self._acked:
                     log.warning("connection to %s lost: %s: %s", url, type(e).__name__, e)
                 else:
-                    log.warning("cannot connect to %s: %s: %s", url, type(e).__name__, e)
+                    streak = self._failed_streak.get(url, 0)
+                    self._failed_streak[url] = streak + 1
+                    if streak % 10 == 0:  # every tenth failure explains what to check; the rest are short
+                        log.warning("%s", explain_connect_error(url, e, self.cfg.evidence_topic))
+                    else:
+                        log.warning("cannot connect to %s: %s: %s", url, type(e).__name__, e)
             self.metrics.connected = 0
             if self._acked:
                 attempt = 0  # it worked: retry the same endpoint promptly
@@ -166,6 +200,7 @@ class Bridge:
         ws, ack = await open_session(url, self.cfg, topics, self.codec)
         self.ack = ack
         self._acked = True
+        self._failed_streak.pop(url, None)
         self.metrics.connected = 1
         log.info(
             "connected to %s: endpoint %s, version %s, subscribed to %s",
@@ -214,13 +249,84 @@ class Bridge:
                 ws.transport.abort()
 
 
-async def run_bridge(cfg: ZeekConfig, engine: EngineLike, metrics_cfg=None, install_signals: bool = True) -> Metrics:
-    """Run the bridge (and the metrics endpoint) until SIGTERM/SIGINT; for `msewatch run`."""
-    metrics = Metrics()
+def explain_connect_error(url: str, err: BaseException, evidence_topic: str = "zeek/msewatch/evidence") -> str:
+    """One log line that says why a connection to Zeek failed and what to check."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    name = type(err).__name__
+    text = str(err) or name
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, ConnectionRefusedError) or "Connect call failed" in text or "refused" in text.lower():
+        why = (f"nothing listens on {where}. Check that Zeek runs with the msewatch package loaded "
+               f"(`@load msewatch` with zkg, or `@load` the folder `msewatch zeek-path` prints), that `MSEWatch::listen` is T on the node "
+               f"this bridge connects to (or zeekctl's WebSocket server is on: UseWebSocket=1), and that "
+               f"Zeek's WebSocket port (MSEWatch::listen_port, default 27759; zeekctl WebSocketPort) and address "
+               f"match zeek.endpoints in the config")
+    elif status is not None:
+        why = (f"{where} answered HTTP {status}: it is not Zeek's WebSocket API at this path; the URL must end "
+               f"in /v1/messages/json (zeek.endpoints)")
+    elif isinstance(err, (TimeoutError, asyncio.TimeoutError)):
+        why = (f"no answer from {where} within zeek.ack_timeout: a firewall drops the connection, or the "
+               f"server is not Zeek (check zeek.endpoints)")
+    elif "ssl" in name.lower() or "certificate" in text.lower():
+        why = f"TLS failed ({text}): check zeek.tls (ca_file, verify) and whether the endpoint is ws:// or wss://"
+    elif "Name or service not known" in text or "getaddrinfo" in text or isinstance(err, socket.gaierror):
+        why = f"cannot resolve {parts.hostname!r}: check zeek.endpoints"
+    else:
+        why = f"{name}: {text} (check zeek.endpoints, and that Zeek loads msewatch and listens there)"
+    return f"cannot connect to Zeek at {url}: {why}; retrying with backoff (evidence topic {evidence_topic})"
+
+
+def shard_tag(shard: str | None) -> str:
+    """The shard as a file-name part: "0of4", or "all" without a shard."""
+    return shard.replace("/", "of") if shard else "all"
+
+
+def expand_shard_paths(config: Any) -> Any:
+    """`{shard}` in outputs.verdicts_jsonl and log.file becomes the shard tag ("0of4", "all"),
+    so that the bridges of one host can share one config file and never one output file."""
+    tag = shard_tag(config.zeek.shard)
+    update = {}
+    if config.outputs.verdicts_jsonl and "{shard}" in config.outputs.verdicts_jsonl:
+        update["outputs"] = config.outputs.model_copy(
+            update={"verdicts_jsonl": config.outputs.verdicts_jsonl.replace("{shard}", tag)})
+    log_file = getattr(config.log, "file", None)
+    if log_file and "{shard}" in log_file:
+        update["log"] = config.log.model_copy(update={"file": log_file.replace("{shard}", tag)})
+    return config.model_copy(update=update) if update else config
+
+
+def shard_index(shard: str | None) -> int:
+    """0 for no shard, i for "i/N"."""
+    return int(shard.split("/")[0]) if shard else 0
+
+
+def effective_metrics_port(metrics_cfg: Any, shard: str | None, flag: int | None = None) -> int:
+    """--metrics-port as given; else metrics.port + the shard index (port 0 stays 0), so
+    the bridges of one host (one per shard) never collide on one port."""
+    if flag is not None:
+        return flag
+    if metrics_cfg.port == 0:
+        return 0
+    return metrics_cfg.port + shard_index(shard)
+
+
+async def run_bridge(
+    cfg: ZeekConfig,
+    engine: EngineLike,
+    metrics_cfg=None,
+    install_signals: bool = True,
+    metrics: Metrics | None = None,
+    on_reopen: Iterable[Callable[[], None]] = (),
+) -> Metrics:
+    """Run the bridge (and the metrics endpoint, if `metrics_cfg` is given) until
+    SIGTERM/SIGINT; for `msewatch run`."""
+    metrics = metrics or Metrics(shard=cfg.shard or "all")
     server = MetricsServer(metrics, metrics_cfg) if metrics_cfg is not None else None
     if server is not None:
         await server.start()
     bridge = Bridge(cfg, engine, metrics)
+    bridge.on_reopen.extend(on_reopen)
     if install_signals:
         bridge.install_signal_handlers()
     try:
@@ -231,37 +337,68 @@ async def run_bridge(cfg: ZeekConfig, engine: EngineLike, metrics_cfg=None, inst
     return metrics
 
 
-def main_run(config: Any, verdict_format: str = "msewatch") -> int:
+def main_run(config: Any, metrics_port: int | None = None, verdict_format: str = "msewatch") -> int:
     """Entry point for `msewatch run --config FILE`: `config` is the main msewatch Config
-    with `zeek`, `metrics` and `log` fields. Builds the Engine and runs until a signal.
-    `verdict_format` is the format of outputs.verdicts_jsonl (msewatch or ecs)."""
+    with `zeek`, `metrics`, `log` and `outputs` fields. Builds the Engine and runs until
+    SIGTERM/SIGINT; SIGHUP reopens the outputs and the log file. Returns the exit code;
+    raises RunError (one line) when it cannot start. `verdict_format` is the format of
+    outputs.verdicts_jsonl (msewatch or ecs)."""
     from .engine import Engine  # the lead's module; imported late so the bridge has no hard dep
-    from .metrics import setup_logging
+    from .metrics import MetricsPortError, ReopenableFileHandler, setup_logging
 
-    setup_logging(config.log)
-    engine = Engine(config)
-    outputs = VerdictOutputs(engine, config.outputs, config.host.local_nets, verdict_format)
+    # logrotate may send HUP while we start: never let it kill the process
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    config = expand_shard_paths(config)
     try:
-        asyncio.run(run_bridge(config.zeek, outputs, config.metrics))
+        handler = setup_logging(config.log)
+    except OSError as e:
+        raise RunError(str(e)) from None
+    metrics = Metrics(shard=config.zeek.shard or "all")
+    port = effective_metrics_port(config.metrics, config.zeek.shard, metrics_port)
+    server = MetricsServer(metrics, config.metrics.model_copy(update={"port": port}))
+    try:
+        server.start_sync()
+    except MetricsPortError as e:
+        raise RunError(str(e)) from None
+    engine = Engine(config)
+    try:
+        outputs = VerdictOutputs(engine, config.outputs, config.host.local_nets, metrics, verdict_format)
+    except OSError as e:
+        server.stop_sync()
+        raise RunError(str(e)) from None
+    reopeners: list[Callable[[], None]] = [outputs.reopen]
+    if isinstance(handler, ReopenableFileHandler):
+        reopeners.append(handler.reopen)
+    try:
+        asyncio.run(run_bridge(config.zeek, outputs, None, metrics=metrics, on_reopen=reopeners))
     finally:
         outputs.close()
+        server.stop_sync()
     return 0
+
+
+class RunError(Exception):
+    """`msewatch run` cannot start (port in use, output not writable); one line for the user."""
 
 
 class VerdictOutputs:
     """Wraps the engine: every verdict also goes to the configured outputs (a JSON-lines
     file for EVE annotation, Suricata's dataset over its unix socket). An output that
-    fails is logged and counted; it never stops verdicts from reaching Zeek."""
+    fails is logged and counted; it never stops verdicts from reaching Zeek. `reopen()`
+    (SIGHUP) closes the JSON-lines file and opens it again by name."""
 
-    def __init__(self, engine: Any, cfg: Any, local_nets: list[str], verdict_format: str = "msewatch") -> None:
+    def __init__(
+        self, engine: Any, cfg: Any, local_nets: list[str], metrics: Metrics | None = None, verdict_format: str = "msewatch"
+    ) -> None:
         import ipaddress
 
         from .ecs import formatter
 
         self.engine = engine
         self._format = formatter(verdict_format)  # verdict dict -> what the JSON-lines file gets
-        self.errors = 0
-        self._jsonl = open(cfg.verdicts_jsonl, "ab") if cfg.verdicts_jsonl else None
+        self.metrics = metrics or Metrics()
+        self._path = cfg.verdicts_jsonl
+        self._jsonl = self._open(self._path) if self._path else None
         self._feedback = None
         if cfg.suricata_socket:
             from .suricata.feedback import PeerFeedback, SuricataSocket
@@ -274,26 +411,60 @@ class VerdictOutputs:
                 local_nets=tuple(ipaddress.ip_network(n) for n in local_nets),
             )
 
+    @staticmethod
+    def _open(path: str):
+        try:
+            return open(path, "ab")
+        except OSError as e:
+            raise OSError(f"outputs.verdicts_jsonl {path}: cannot open for appending: {e.strerror}") from None
+
+    @property
+    def errors(self) -> int:
+        return sum(self.metrics.output_errors.values())
+
     def process_evidence(self, ev: Any) -> list:
         verdicts = self.engine.process_evidence(ev)
         if self._jsonl is None and self._feedback is None:
             return verdicts
         import orjson
 
+        errors = self.metrics.output_errors
         for v in verdicts:
             d = v.to_dict()
-            try:
-                if self._jsonl is not None:
+            if self._jsonl is not None:
+                try:
                     self._jsonl.write(orjson.dumps(self._format(d)) + b"\n")
-                if self._feedback is not None:
+                except Exception as e:  # an output must not stop the bridge
+                    errors["verdicts_jsonl"] += 1
+                    log.error("verdict output %s failed: %s", self._path, e)
+            if self._feedback is not None:
+                try:
                     self._feedback.on_verdict(d)
-            except Exception as e:  # an output must not stop the bridge
-                self.errors += 1
-                log.error("verdict output failed: %s", e)
+                except Exception as e:
+                    errors["suricata_dataset"] += 1
+                    log.error("Suricata dataset feedback failed: %s", e)
         if self._jsonl is not None:
-            self._jsonl.flush()
+            try:
+                self._jsonl.flush()
+            except Exception as e:
+                errors["verdicts_jsonl"] += 1
+                log.error("verdict output %s failed: %s", self._path, e)
         return verdicts
+
+    def reopen(self) -> None:
+        """Close the JSON-lines file (after a flush) and open the path again: after
+        logrotate renamed it, the next verdicts go into a new file of that name."""
+        if self._path is None:
+            return
+        old = self._jsonl
+        self._jsonl = self._open(self._path)  # open first: if it fails, keep writing the old file
+        if old is not None:
+            try:
+                old.close()
+            except OSError as e:
+                log.error("closing the rotated %s: %s", self._path, e)
 
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
+            self._jsonl = None

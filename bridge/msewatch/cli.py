@@ -1,5 +1,5 @@
-"""`msewatch` command line: analyze, evidence, run, check-config, default-config, and
-the entry points of EVE annotation (annotate), the rule pack (rules), eval and report."""
+"""`msewatch` command line: analyze, evidence, run, check-config, default-config, zeek-path,
+and the entry points of EVE annotation (annotate), the rule pack (rules), eval and report."""
 
 from __future__ import annotations
 
@@ -16,16 +16,50 @@ from .config import ConfigError, default_config_text, load_config
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT = 0, 1, 2
 
+DESCRIPTION = ("Detect encrypted BitTorrent (MSE/PE) and related P2P traffic: offline from\n"
+               "pcaps, live from Zeek (run), and joined onto Suricata EVE JSON (annotate).")
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    configuration error, or the command could not start or finish its work
+       (config invalid, metrics port in use, a configured output not writable, rule pack invalid)
+  2    a file named on the command line cannot be used (missing, unreadable, not writable,
+       a folder where a file is expected, not a capture or corrupt), or a bad command line;
+       every verdict decided before the error is written
+  3    `msewatch eval --check-bars`: an accuracy bar failed
+  130  interrupted (Ctrl-C)
+Errors are one line on stderr: "msewatch[ SUBCOMMAND]: error: WHAT"."""
+
 
 def _die(msg: str, code: int = EXIT_ERROR) -> int:
     print(f"msewatch: error: {msg}", file=sys.stderr)
     return code
 
 
+def _bad_input(paths: Sequence[str]) -> str | None:
+    """Why one of `paths` cannot be read as an input file, or None when all can."""
+    for p in paths:
+        if not os.path.exists(p):
+            return f"{p}: no such file"
+        if os.path.isdir(p):
+            return f"{p}: is a directory, expected a file"
+        if not os.access(p, os.R_OK):
+            return f"{p}: permission denied"
+    return None
+
+
 def _open_out(path: str | None) -> IO[bytes]:
     if path in (None, "-"):
         return sys.stdout.buffer
-    return open(path, "wb")
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write: {e.strerror}") from None
+
+
+class OutputError(Exception):
+    """An output file named on the command line cannot be written (exit 2)."""
 
 
 def _progress_factory(paths: Sequence[str], enabled: bool) -> tuple[Callable | None, Callable[[], None]]:
@@ -77,9 +111,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as e:
         return _die(str(e))
-    for p in args.pcap:
-        if not os.path.exists(p):
-            return _die(f"{p}: no such file", EXIT_INPUT)
+    bad = _bad_input(args.pcap)
+    if bad:
+        return _die(bad, EXIT_INPUT)
     engine = Engine(cfg)
     fmt = _formatter(args.format)
     out = _open_out(args.output)
@@ -129,6 +163,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as e:
         return _die(str(e))
+    bad = _bad_input(args.pcap)
+    if bad:
+        return _die(bad, EXIT_INPUT)
     try:
         evs = extract_evidence(args.pcap, cfg)
     except PcapError as e:
@@ -176,21 +213,49 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def normalize_shard(text: str) -> str | None:
+    """ "i/N", or "iofN" as in a systemd instance name (msewatch@0of4), as "i/N"; "all" (and
+    the one shard of one, "0/1") as None: all evidence, on Zeek's unsharded topic."""
+    i, sep, n = text.partition("of")
+    if sep and i.isdigit() and n.isdigit():
+        text = f"{i}/{n}"
+    if text in ("all", "0/1"):
+        return None
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The live bridge: evidence from Zeek in, verdicts to Zeek (and outputs) out."""
-    from .bridge import main_run
+    from .bridge import RunError, main_run
 
     try:
         cfg = load_config(args.config)
-        if args.shard:
+        if args.shard is not None:
             from .config import parse_config
 
             data = cfg.model_dump()
-            data["zeek"]["shard"] = args.shard
+            data["zeek"]["shard"] = normalize_shard(args.shard)
             cfg = parse_config(data, "--shard")
     except ConfigError as e:
         return _die(str(e))
-    return main_run(cfg, verdict_format=args.format)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        return _die(f"--metrics-port {args.metrics_port}: must be 0-65535", EXIT_INPUT)
+    try:
+        return main_run(cfg, metrics_port=args.metrics_port, verdict_format=args.format)
+    except RunError as e:
+        return _die(str(e))
+
+
+def cmd_zeek_path(args: argparse.Namespace) -> int:
+    """Where the installed Zeek scripts are: `@load <path>`, or put the parent on ZEEKPATH."""
+    from .assets import AssetError, zeek_scripts_dir
+
+    try:
+        path = zeek_scripts_dir()
+    except AssetError as e:
+        return _die(str(e))
+    print(path.parent if args.zeekpath else path)
+    return EXIT_OK
 
 
 def _formatter(fmt: str) -> Callable[[dict], dict]:
@@ -214,40 +279,69 @@ def cmd_default_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msewatch", description=__doc__.splitlines()[0])
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="msewatch", description=DESCRIPTION,
+                                epilog=EXIT_CODES + "\n\n`msewatch COMMAND -h` describes each command.",
+                                formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"msewatch {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("analyze", help="run the engine on pcap/pcapng files; JSON lines out, summary on stderr")
-    a.add_argument("pcap", nargs="+")
-    a.add_argument("-o", "--output", help="write JSON lines here instead of stdout")
-    a.add_argument("-c", "--config", help="YAML config (default: the bundled one)")
+    def cmd(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        import textwrap
+
+        return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 88),
+                              epilog=EXIT_CODES, formatter_class=fmt)
+
+    a = cmd("analyze", "run the engine on pcap/pcapng files; JSON lines out, summary on stderr",
+            "Score every flow and host of the captures: one JSON verdict per line (docs/evidence.md), "
+            "and a summary table on stderr.")
+    a.add_argument("pcap", nargs="+", help="pcap or pcapng files, read in order as one capture")
+    a.add_argument("-o", "--output", metavar="FILE", help="write JSON lines here instead of stdout ('-' = stdout)")
+    a.add_argument("-c", "--config", metavar="FILE", help="YAML config (default: the bundled one, `msewatch default-config`)")
     a.add_argument("-q", "--quiet", action="store_true", help="no summary table on stderr")
-    a.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    a.add_argument("--no-progress", action="store_true", help="never show a progress bar (shown on a terminal after 2 s)")
     _format_option(a, "JSON lines written")
     a.set_defaults(func=cmd_analyze)
 
-    e = sub.add_parser("evidence", help="print the per-flow evidence (docs/evidence.md) extracted from pcaps")
-    e.add_argument("pcap", nargs="+")
-    e.add_argument("-o", "--output")
-    e.add_argument("-c", "--config")
+    e = cmd("evidence", "print the per-flow evidence (docs/evidence.md) extracted from pcaps",
+            "Print the evidence the engine extracts per flow, one JSON object per line: the contract "
+            "the Zeek scripts deliver too (docs/evidence.md).")
+    e.add_argument("pcap", nargs="+", help="pcap or pcapng files")
+    e.add_argument("-o", "--output", metavar="FILE", help="write JSON lines here instead of stdout ('-' = stdout)")
+    e.add_argument("-c", "--config", metavar="FILE", help="YAML config: its budget: section sets N, K, H (default: bundled)")
     e.set_defaults(func=cmd_evidence)
 
-    c = sub.add_parser("check-config", help="validate a YAML config and exit")
-    c.add_argument("config")
+    c = cmd("check-config", "validate a YAML config and exit",
+            "Validate a YAML config; every problem is named by file and key. Prints 'FILE: ok'.")
+    c.add_argument("config", metavar="FILE", help="the YAML config to check")
     c.set_defaults(func=cmd_check_config)
 
-    r = sub.add_parser("run", help="the live bridge: score evidence from Zeek and send verdicts back")
-    r.add_argument("-c", "--config", help="YAML config (zeek:, metrics:, log:, outputs: sections)")
-    r.add_argument("--shard", help='take only shard "i/N" of the evidence (overrides zeek.shard)')
+    r = cmd("run", "the live bridge: score evidence from Zeek and send verdicts back",
+            "Connect to Zeek's WebSocket API (zeek.endpoints), score MSEWatch::flow_evidence and publish "
+            "the verdicts back; also to outputs.verdicts_jsonl and a Suricata dataset if configured. "
+            "Retries while Zeek is away; SIGTERM flushes and exits, SIGHUP reopens the output and log "
+            "files (logrotate). Metrics: http://127.0.0.1:9877/metrics (docs/deployment.md).")
+    r.add_argument("-c", "--config", metavar="FILE", help="YAML config: zeek:, metrics:, log:, outputs: sections (default: bundled)")
+    r.add_argument("--shard", metavar="i/N",
+                   help='take only shard i of N of the evidence ("0/4", or "0of4" as in msewatch@0of4; "all" = '
+                        'every flow); overrides zeek.shard')
+    r.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve metrics on this port (0 = any free port); default metrics.port + the shard index")
     _format_option(r, "lines of outputs.verdicts_jsonl")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("default-config", help="print the bundled default config, documented line by line")
+    z = cmd("zeek-path", "print where the installed Zeek scripts are (for @load)",
+            "Print the folder of the msewatch Zeek scripts installed with this package: `@load` it in "
+            "local.zeek, or put its parent on ZEEKPATH and `@load msewatch`.")
+    z.add_argument("--zeekpath", action="store_true",
+                   help="print their parent folder instead: add it to ZEEKPATH and `@load msewatch`")
+    z.set_defaults(func=cmd_zeek_path)
+
+    d = cmd("default-config", "print the bundled default config, documented line by line")
     d.set_defaults(func=cmd_default_config)
 
     for name, _module, _func, helptext in DELEGATED:
-        sub.add_parser(name, help=helptext, add_help=False)  # listed in --help; run by main()
+        sub.add_parser(name, help=helptext + f" (see `msewatch {name} -h`)", add_help=False)  # run by main()
     return p
 
 
@@ -264,6 +358,7 @@ DELEGATED: list[tuple[str, str, str, str]] = [
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     delegated = {name: (module, func) for name, module, func, _ in DELEGATED}
+    prog = f"msewatch {argv[0]}" if argv and argv[0] in delegated else "msewatch"
     try:
         if argv and argv[0] in delegated:
             import importlib
@@ -276,6 +371,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except OutputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        # a file the subcommand was given cannot be read or written: one line, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as e:
+        from .sources.pcap import PcapError
+
+        if isinstance(e, PcapError):  # unreadable or corrupt capture: the message names file and offset
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return EXIT_INPUT
+        raise
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class MetricsConfig(_Strict):
 class LogConfig(_Strict):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # None: stderr (journald under systemd); a path: appended to, reopened on SIGHUP
+    file: str | None = None
 
     @field_validator("level", mode="before")
     @classmethod

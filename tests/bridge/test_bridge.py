@@ -400,6 +400,8 @@ def test_backoff_grows_exponentially_with_bounded_jitter():
 
 
 def test_metrics_endpoint_serves_prometheus_text():
+    from prometheus_client.parser import text_string_to_metric_families
+
     async def scenario():
         m = Metrics(evidence_received_total=5, verdicts_dropped_total=2)
         server = MetricsServer(m, MetricsConfig(port=0))
@@ -411,10 +413,13 @@ def test_metrics_endpoint_serves_prometheus_text():
 
     body = run(scenario())
     assert "# TYPE msewatch_evidence_received_total counter" in body
-    assert "msewatch_evidence_received_total 5\n" in body
-    assert "msewatch_verdicts_dropped_total 2\n" in body
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for fam in text_string_to_metric_families(body) for s in fam.samples}
+    assert values[("msewatch_evidence_received_total", (("shard", "all"),))] == 5
+    assert values[("msewatch_verdicts_dropped_total", (("shard", "all"),))] == 2
+    names = {name for name, _ in values}
     for name in ("verdicts_sent_total", "queue_depth", "reconnects_total", "decode_errors_total", "server_errors_total"):
-        assert f"msewatch_{name} " in body
+        assert f"msewatch_{name}" in names
 
 
 # ----------------------------------------------------------------------------- real engine

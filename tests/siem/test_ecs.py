@@ -267,7 +267,7 @@ def test_run_outputs_write_ecs_when_asked(tmp_path):
     out = tmp_path / "verdicts.jsonl"
     cfg = parse_config({"outputs": {"verdicts_jsonl": str(out)}})
     evs = extract_evidence([CORPUS / "mse_rc4_libtorrent_transmission.pcap"], cfg)
-    wrapped = VerdictOutputs(Engine(cfg), cfg.outputs, cfg.host.local_nets, "ecs")
+    wrapped = VerdictOutputs(Engine(cfg), cfg.outputs, cfg.host.local_nets, verdict_format="ecs")
     returned = [v.to_dict() for ev in evs for v in wrapped.process_evidence(ev)]
     wrapped.close()
     docs = [orjson.loads(x) for x in out.read_bytes().splitlines()]

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--joint", action="store_true",
                    help="one engine over all pcaps, as `msewatch analyze` does (default: a fresh engine per pcap, as `msewatch eval` does)")
     p.add_argument("-c", "--config", help="YAML config (default: the bundled one)")
-    p.add_argument("--title", default="msewatch report")
+    p.add_argument("--title", default="msewatch report", help="the page title (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     return p
 

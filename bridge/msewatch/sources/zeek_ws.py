@@ -109,7 +109,7 @@ class EvidenceReader:
         try:
             msg = wire_events.decode_evidence_message(raw, self.codec)
         except WireError as e:
-            self.metrics.decode_errors_total += 1
+            self.metrics.count_decode_error(e)
             self._warn("malformed message skipped: %s", e)
             return
         if isinstance(msg, FlowEvidence):
@@ -121,10 +121,14 @@ class EvidenceReader:
             self.metrics.server_errors_total += 1
             self._warn("Zeek reported an error: %s: %s", msg.code, msg.context)
         else:
-            self.metrics.decode_errors_total += 1
+            self.metrics.count_decode_error("unexpected")
             self._warn("unexpected %s after the handshake; skipped", type(msg).__name__)
 
     async def run(self, ws: ClientConnection) -> None:
         """Returns when the server closes the connection (e.g. 1001 "Terminating")."""
+        observe = self.metrics.observe_latency
+        clock = time.perf_counter
         async for raw in ws:
+            t0 = clock()
             self.handle(raw)
+            observe(clock() - t0)

@@ -27,6 +27,8 @@ SID_MIN, SID_MAX = 9470000, 9470999
 RULE_FILES = ("msewatch.rules", "msewatch-lua.rules")
 REQUIRED_METADATA = ("created_at", "updated_at", "confidence", "signature_severity")
 PACK_NAME = "suricata-rules-msewatch"
+# reference types every stock Suricata reference.config has; the pack only uses url
+REFERENCE_TYPES = {"url", "cve", "bugtraq", "md5", "nessus"}
 
 _RULE_START = re.compile(r"^\s*(#\s*)?(alert|drop|reject|pass|rejectsrc|rejectdst|rejectboth)\s+\S+\s")
 _REV = re.compile(r"\s*\brev\s*:\s*(\d+)\s*;")
@@ -37,11 +39,28 @@ class RulePackError(Exception):
 
 
 def default_rules_dir() -> Path:
+    """$MSEWATCH_RULES_DIR, else the pack installed with msewatch (or the checkout's)."""
     env = os.environ.get("MSEWATCH_RULES_DIR")
     if env:
         return Path(env)
-    # bridge/msewatch/suricata/rules.py -> repository root / suricata-rules
-    return Path(__file__).resolve().parents[3] / "suricata-rules"
+    from ..assets import AssetError, rules_dir
+
+    try:
+        return rules_dir()
+    except AssetError as e:
+        raise RulePackError(str(e)) from None
+
+
+def require_rules(rules_dir: Path) -> list[Rule]:
+    """The pack's rules; RulePackError (one line) when the folder is missing or holds none."""
+    if not rules_dir.exists():
+        raise RulePackError(f"rules folder {rules_dir} does not exist")
+    if not rules_dir.is_dir():
+        raise RulePackError(f"rules folder {rules_dir} is not a directory")
+    rules = load_rules(rules_dir)
+    if not rules:
+        raise RulePackError(f"no rules found in {rules_dir} (expected {' or '.join(RULE_FILES)} with alert rules)")
+    return rules
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,8 @@ class Rule:
     classtype: str | None
     msg: str | None
     metadata: dict[str, list[str]] = field(default_factory=dict)
+    references: tuple[str, ...] = ()  # "url,www.bittorrent.org/beps/bep_0003.html"
+    threshold: str | None = None
 
     @property
     def text_without_rev(self) -> str:
@@ -111,8 +132,11 @@ def parse_rule(line: str, file: str = "?", line_no: int = 0) -> Rule | None:
     opts = _options(text)
     get = {}
     metadata: dict[str, list[str]] = {}
+    references: list[str] = []
     for k, v in opts:
-        if k == "metadata":
+        if k == "reference":
+            references.append(v)
+        elif k == "metadata":
             for item in v.split(","):
                 item = item.strip()
                 if item:
@@ -126,7 +150,8 @@ def parse_rule(line: str, file: str = "?", line_no: int = 0) -> Rule | None:
     return Rule(
         file=file, line_no=line_no, text=text, enabled=enabled, sid=int(get["sid"]),
         rev=int(get["rev"]) if "rev" in get else None, classtype=get.get("classtype"),
-        msg=msg.strip('"') if msg else None, metadata=metadata,
+        msg=msg.strip('"') if msg else None, metadata=metadata, references=tuple(references),
+        threshold=get.get("threshold"),
     )
 
 
@@ -164,6 +189,12 @@ def lint(rules: list[Rule]) -> list[str]:
         for key in REQUIRED_METADATA:
             if key not in r.metadata:
                 problems.append(f"{where}: metadata lacks {key}")
+        if not r.noalert and not r.references:
+            problems.append(f"{where}: an alerting rule needs a reference: (the BEP or the MSE spec)")
+        for ref in r.references:
+            kind, _, target = ref.partition(",")
+            if kind.strip() not in REFERENCE_TYPES or not target.strip():
+                problems.append(f"{where}: reference {ref!r} must be one of {sorted(REFERENCE_TYPES)},<target>")
         for key in ("created_at", "updated_at"):
             for v in r.metadata.get(key, []):
                 if not re.fullmatch(r"\d{4}_\d{2}_\d{2}", v):
@@ -175,7 +206,10 @@ def load_released(rules_dir: Path | None = None) -> dict[int, dict]:
     path = (rules_dir or default_rules_dir()) / "released.json"
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RulePackError(f"{path}: cannot read: {e}") from None
     return {int(sid): v for sid, v in data.get("rules", {}).items()}
 
 
@@ -194,7 +228,11 @@ def check_revs(rules: list[Rule], released: dict[int, dict]) -> list[str]:
 
 
 def version(rules_dir: Path | None = None) -> str:
-    return ((rules_dir or default_rules_dir()) / "VERSION").read_text().strip()
+    path = (rules_dir or default_rules_dir()) / "VERSION"
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise RulePackError(f"{path}: cannot read the pack version: {e.strerror}") from None
 
 
 def release(rules_dir: Path | None = None, today: _dt.date | None = None) -> list[int]:
@@ -203,6 +241,7 @@ def release(rules_dir: Path | None = None, today: _dt.date | None = None) -> lis
     Returns the sids whose rev was bumped.
     """
     rules_dir = rules_dir or default_rules_dir()
+    require_rules(rules_dir)
     stamp = (today or _dt.date.today()).strftime("%Y_%m_%d")
     released = load_released(rules_dir)
     bumped: list[int] = []
@@ -250,9 +289,7 @@ def build(out_dir: Path | str, rules_dir: Path | None = None) -> Path:
     sorted members, mtime 0, root ownership, gzip header without a timestamp.
     """
     rules_dir = Path(rules_dir) if rules_dir else default_rules_dir()
-    rules = load_rules(rules_dir)
-    if not rules:
-        raise RulePackError(f"no rules found in {rules_dir}")
+    rules = require_rules(rules_dir)
     problems = lint(rules) + check_revs(rules, load_released(rules_dir))
     if problems:
         raise RulePackError("rule pack is not releasable:\n  " + "\n  ".join(problems))
@@ -283,17 +320,33 @@ def build(out_dir: Path | str, rules_dir: Path | None = None) -> Path:
     return tar_path
 
 
+RULES_EPILOG = """\
+exit codes: 0 ok; 1 the pack is missing, empty, malformed or not releasable (one line
+per problem on stderr); 2 bad command line.
+The default rule folder is $MSEWATCH_RULES_DIR if set, else the pack installed with
+msewatch (in a source checkout: its suricata-rules/)."""
+
+
 def main_rules(argv: list[str] | None = None) -> int:
     """`msewatch rules {build,release,check}`."""
-    ap = argparse.ArgumentParser(prog="msewatch rules", description="Build and release the msewatch Suricata rule pack.")
-    ap.add_argument("--rules-dir", type=Path, default=None, help="rule pack source (default: the repository's suricata-rules/)")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="write suricata-rules-msewatch-<version>.tar.gz and .md5")
-    b.add_argument("--out", type=Path, default=Path("dist"), help="output directory (default: dist)")
-    sub.add_parser("release", help="bump rev/updated_at of changed rules and rewrite released.json")
-    sub.add_parser("check", help="lint the pack and check revs against released.json")
+    ap = argparse.ArgumentParser(
+        prog="msewatch rules", description="Build, check and release the msewatch Suricata rule pack.",
+        epilog=RULES_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--rules-dir", type=Path, default=None, metavar="DIR",
+                    help="rule pack source folder (default: the pack installed with msewatch)")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{build,release,check}")
+    b = sub.add_parser("build", help="write suricata-rules-msewatch-<version>.tar.gz and its .md5",
+                       description="Lint the pack, check its revs and write the suricata-update tarball and its .md5.")
+    b.add_argument("--out", type=Path, default=Path("dist"), metavar="DIR", help="output directory (default: dist)")
+    sub.add_parser("release", help="bump rev/updated_at of changed rules and rewrite released.json",
+                   description="Bump rev and updated_at of every rule whose text changed, then rewrite released.json.")
+    sub.add_parser("check", help="lint the pack and check revs against released.json",
+                   description="Lint every rule and check that changed rules have a new rev; prints 'N rules ok'.")
     args = ap.parse_args(argv)
     try:
+        if args.rules_dir is None:
+            args.rules_dir = default_rules_dir()
         if args.cmd == "build":
             path = build(args.out, args.rules_dir)
             print(path)
@@ -302,7 +355,7 @@ def main_rules(argv: list[str] | None = None) -> int:
             bumped = release(args.rules_dir)
             print("bumped: " + (", ".join(map(str, bumped)) if bumped else "none"))
         else:
-            rules = load_rules(args.rules_dir)
+            rules = require_rules(args.rules_dir)
             problems = lint(rules) + check_revs(rules, load_released(args.rules_dir))
             for p in problems:
                 print(p, file=sys.stderr)
@@ -310,7 +363,7 @@ def main_rules(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{len(rules)} rules ok")
     except RulePackError as e:
-        print(f"msewatch rules: {e}", file=sys.stderr)
+        print(f"msewatch rules: error: {e}", file=sys.stderr)
         return 1
     return 0
 
