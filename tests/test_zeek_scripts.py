@@ -147,9 +147,13 @@ def signatures_in_scripts(event: str) -> list[tuple[str, list[tuple[str, str]]]]
 
 def publications_in_scripts(event: str) -> list[tuple[str, list[str]]]:
     """Argument names of `Cluster::publish(topic, MSEWatch::<event>, ...)` and
-    `Broker::publish(...)` calls, and of local `event MSEWatch::<event>(...);`."""
+    `Broker::publish(...)` calls, and of `Cluster::make_event(MSEWatch::<event>, ...)`
+    (evidence made for delivery.zeek, which publishes it)."""
     found = []
-    publish = re.compile(rf"(?:Cluster|Broker)::publish\s*\([^,]+,\s*MSEWatch::{event}\s*,(.*?)\)\s*;", re.S)
+    publish = re.compile(
+        rf"(?:(?:Cluster|Broker)::publish\s*\([^,]+,|(?:Cluster|Broker)::make_event\s*\()\s*MSEWatch::{event}\s*,(.*?)\)\s*[;)]",
+        re.S,
+    )
     for path in (REPO / "zeek-scripts").rglob("*.zeek"):
         src = zeek_source(path)
         for m in publish.finditer(src):

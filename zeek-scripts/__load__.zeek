@@ -3,6 +3,7 @@
 ##! raised as notices and added to conn.log.  See docs/zeek.md.
 
 @load ./main
+@load ./delivery
 @load ./evidence
 @load ./verdicts
 @load ./cluster

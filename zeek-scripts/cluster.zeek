@@ -12,9 +12,15 @@
 ##!   (:zeek:see:`Cluster::worker_topic`) and the worker that still waits
 ##!   for that uid keeps it; the others drop it at the cost of one table
 ##!   lookup.  :zeek:see:`MSEWatch::conn_log_labels` limits this traffic.
+##! * The manager also subscribes to the evidence topic and keeps each flow's
+##!   evidence until its verdict comes back, to send it again to a bridge
+##!   that (re)subscribes (delivery.zeek).  The bridge gets the workers'
+##!   publications directly; the manager's copy is only for re-delivery.
 
 @load base/frameworks/cluster
 @load ./main
+@load ./delivery
+@load ./evidence
 @load ./verdicts
 
 module MSEWatch;
@@ -45,4 +51,30 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 event MSEWatch::conn_label(uid: string, label: string)
 	{
 	remember_conn_label(uid, label);
+	}
+
+# The manager keeps the evidence a worker published, for re-delivery.
+event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
+    orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
+    sizes: vector of int, times: vector of interval, bursts: vector of int,
+    orig_heads: vector of string, resp_heads: vector of string,
+    orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
+    duration: interval, handshake: bool, closed: bool, complete: bool) &priority=-5
+	{
+	if ( ! is_remote_event() || ! Cluster::is_enabled() || ! keeps_evidence() )
+		return;
+
+@if ( Version::at_least("7.1") )
+	local ev = Cluster::make_event(MSEWatch::flow_evidence, version, uid, community_id,
+	    orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
+	    resp_heads, orig_pkts, resp_pkts, orig_bytes, resp_bytes, duration,
+	    handshake, closed, complete);
+@else
+	local ev = Broker::make_event(MSEWatch::flow_evidence, version, uid, community_id,
+	    orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
+	    resp_heads, orig_pkts, resp_pkts, orig_bytes, resp_bytes, duration,
+	    handshake, closed, complete);
+@endif
+
+	keep_evidence(uid, evidence_topic_for(orig_h, resp_h), ev);
 	}

@@ -7,6 +7,7 @@
 
 @load base/protocols/conn/removal-hooks
 @load ./main
+@load ./delivery
 
 module MSEWatch;
 
@@ -285,14 +286,14 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
 
 	local topic = evidence_topic_for(orig_h, resp_h);
 @if ( Version::at_least("7.1") )
-	Cluster::publish(topic, MSEWatch::flow_evidence, version, uid, community_id,
-	    orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
+	deliver_evidence(uid, topic, Cluster::make_event(MSEWatch::flow_evidence, version, uid,
+	    community_id, orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
 	    resp_heads, orig_pkts, resp_pkts, orig_bytes, resp_bytes, duration,
-	    handshake, closed, complete);
+	    handshake, closed, complete));
 @else
-	Broker::publish(topic, MSEWatch::flow_evidence, version, uid, community_id,
-	    orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
+	deliver_evidence(uid, topic, Broker::make_event(MSEWatch::flow_evidence, version, uid,
+	    community_id, orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,
 	    resp_heads, orig_pkts, resp_pkts, orig_bytes, resp_bytes, duration,
-	    handshake, closed, complete);
+	    handshake, closed, complete));
 @endif
 	}

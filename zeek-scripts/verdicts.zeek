@@ -10,6 +10,7 @@
 @load base/frameworks/notice
 @load base/protocols/conn
 @load ./main
+@load ./delivery
 @load ./evidence
 
 module MSEWatch;
@@ -38,7 +39,8 @@ export {
 		## normal_host or unknown (hosts).
 		label:             string           &log;
 		## The protocol guess of a flow verdict (bt_mse, bt_plain, utp,
-		## dht, tracker, lsd), unset when there is none.
+		## dht, tracker, lsd, or another protocol the detectors recognised:
+		## tls, ssh, ...), unset when there is none ("unknown" or "").
 		protocol:          string           &log &optional;
 		## The probability behind the label.
 		probability:       double           &log;
@@ -80,8 +82,15 @@ export {
 	## verdict to be attached to its conn.log entry.
 	const conn_label_timeout = 6 hr &redef;
 
+	## How long a logged verdict is remembered so that the same verdict
+	## delivered again (the bridge re-sends after a reconnect, or answers
+	## re-published evidence from its cache) is not logged twice.  Must
+	## exceed the time a verdict can spend queued in the bridge.
+	const verdict_dedup_window = 30 min &redef;
+
 	## A flow's verdict, published by the bridge (docs/evidence.md).
-	## *protocol* is "" when there is no guess.
+	## *protocol* is "unknown" (or "", from older bridges) when there is
+	## no guess.
 	global verdict: event(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	    resp_p: port, label: string, protocol: string, probability: double,
 	    reasons: vector of string, decided_at: time, decided_at_packet: count);
@@ -92,6 +101,9 @@ export {
 
 	## The conn.log label of a flow verdict: ``label`` or ``label:protocol``.
 	global conn_label_of: function(label: string, protocol: string): string;
+
+	## Whether *protocol* names a protocol guess (not "" nor "unknown").
+	global is_protocol_guess: function(protocol: string): bool;
 
 	## Remembers *label* for connection *uid* if that connection lives on
 	## this node and still waits for it; it is written to conn.log when the
@@ -110,9 +122,19 @@ redef record Conn::Info += {
 # connections: entries go when the connection does.
 global awaiting_label: table[string] of string &create_expire=conn_label_timeout;
 
-# Flow verdicts already logged, by uid. The bridge delivers at least once (a batch cut
-# off by a reconnect is sent again), so the same verdict can arrive twice.
-global logged_verdicts: set[string] &create_expire=1hr;
+# Flow verdicts already logged, by uid, and host verdicts by content.  The
+# bridge delivers at least once (a batch cut off by a reconnect is sent
+# again, re-published evidence is answered again), so the same verdict can
+# arrive twice.
+global logged_verdicts: set[string] &create_expire=verdict_dedup_window;
+global logged_host_verdicts: set[string] &create_expire=verdict_dedup_window;
+
+global duplicate_verdicts_c = Telemetry::counter_with(Telemetry::register_counter_family(
+    Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="verdicts_duplicate",
+    $help_text="Verdicts not logged because the same verdict was logged already")));
+global unsolicited_verdicts_c = Telemetry::counter_with(Telemetry::register_counter_family(
+    Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="verdicts_unsolicited",
+    $help_text="Flow verdicts logged for a uid whose evidence this node was not keeping")));
 
 global attach_conn_label: Conn::RemovalHook;
 
@@ -131,9 +153,14 @@ event zeek_init() &priority=5
 @endif
 	}
 
+function is_protocol_guess(protocol: string): bool
+	{
+	return protocol != "" && protocol != "unknown";
+	}
+
 function conn_label_of(label: string, protocol: string): string
 	{
-	return protocol == "" ? label : fmt("%s:%s", label, protocol);
+	return is_protocol_guess(protocol) ? fmt("%s:%s", label, protocol) : label;
 	}
 
 function remember_conn_label(uid: string, label: string)
@@ -173,7 +200,7 @@ function raise_flow_notice(uid: string, id: conn_id, protocol: string,
 	{
 	local note = flow_notice_type(protocol);
 	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
-	                                          : fmt("P2P (%s)", protocol == "" ? "unknown protocol" : protocol);
+	                                          : fmt("P2P (%s)", is_protocol_guess(protocol) ? protocol : "unknown protocol");
 	local host = local_host(id$orig_h, id$resp_h);
 
 	NOTICE(Notice::Info($note=note,
@@ -202,9 +229,21 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     reasons: vector of string, decided_at: time, decided_at_packet: count)
 	{
 	if ( uid in logged_verdicts )
+		{
+		Telemetry::counter_inc(duplicate_verdicts_c);
 		return;
+		}
 
 	add logged_verdicts[uid];
+
+	if ( uid in unanswered )
+		evidence_answered(uid);
+	else if ( keeps_evidence() )
+		# After a Zeek restart, or for an expired or unkept flow.
+		Telemetry::counter_inc(unsolicited_verdicts_c);
+
+	if ( ! is_protocol_guess(protocol) )
+		protocol = "";
 
 	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
 	local rec = Info($ts=decided_at, $uid=uid, $id=id, $kind="flow", $label=label,
@@ -226,6 +265,15 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 event MSEWatch::host_verdict(host: addr, label: string, score: double,
     probability: double, reasons: vector of string, ts: time)
 	{
+	local key = cat(host, label, ts, score, probability);
+	if ( key in logged_host_verdicts )
+		{
+		Telemetry::counter_inc(duplicate_verdicts_c);
+		return;
+		}
+
+	add logged_host_verdicts[key];
+
 	Log::write(MSEWatch::LOG, Info($ts=ts, $kind="host", $host=host, $label=label,
 	                               $probability=probability, $score=score,
 	                               $reasons=reasons));

@@ -4,6 +4,9 @@
         -> VerdictQueue (bounded, survives reconnects) -> VerdictSender -> Zeek
                                                           (zeek/msewatch/verdict)
 
+Zeek sends a flow's evidence again until its verdict arrives (after a bridge restart or
+reconnect); a uid answered before is answered again from AnsweredCache, not re-decided.
+
 One connection at a time, to the first endpoint that answers (fail-over in list order).
 Lost connections are retried with exponential backoff and jitter; queued verdicts are
 sent on the next connection. SIGTERM/SIGINT stop reading evidence, flush the queue for
@@ -25,7 +28,7 @@ from urllib.parse import urlsplit
 from .config_zeek import ZeekConfig
 from .evidence import FlowEvidence
 from .metrics import Metrics, MetricsServer
-from .sinks.zeek_ws import VerdictQueue, VerdictSender
+from .sinks.zeek_ws import AnsweredCache, VerdictQueue, VerdictSender
 from .sources.zeek_ws import EvidenceReader, open_session
 from .wire.events import encode_verdict, verdict_key
 from .wire.v1 import UTC, Codec
@@ -56,6 +59,7 @@ class Bridge:
         self.metrics = metrics or Metrics()
         self.codec = Codec(UTC if cfg.timestamps == "utc" else None)
         self.queue = VerdictQueue(cfg.queue_size, self.metrics)
+        self.answered = AnsweredCache(cfg.answered_cache)
         self.sender = VerdictSender(self.queue, self.metrics, confirm_timeout=cfg.ack_timeout)
         self.reader = EvidenceReader(self.codec, self.metrics, self._on_evidence)
         self.rng = rng or random.Random()
@@ -75,6 +79,12 @@ class Bridge:
 
     def _on_evidence(self, ev: FlowEvidence) -> None:
         metrics = self.metrics
+        answers = self.answered.get(ev.uid)
+        if answers is not None:  # Zeek sent it again: same answer, no second decision
+            metrics.evidence_repeated_total += 1
+            for key, message in answers:
+                self.queue.put(key, message)
+            return
         try:
             verdicts = self.engine.process_evidence(ev)
         except Exception:
@@ -82,6 +92,7 @@ class Bridge:
             log.exception("engine failed on evidence for %s; skipped", ev.uid)
             return
         topic = self.cfg.verdict_topic
+        produced = []
         for v in verdicts or ():
             if hasattr(v, "uid"):
                 metrics.count_verdict("flow", v.label, v.protocol)
@@ -93,7 +104,10 @@ class Bridge:
                 metrics.verdicts_unencodable_total += 1
                 log.exception("cannot encode verdict %r; skipped", v)
                 continue
-            self.queue.put(verdict_key(v), message)
+            key = verdict_key(v)
+            produced.append((key, message))
+            self.queue.put(key, message)
+        self.answered.put(ev.uid, tuple(produced))
 
     # ---- lifecycle
 

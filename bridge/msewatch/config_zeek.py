@@ -51,6 +51,9 @@ class ZeekConfig(_Strict):
     reconnect: ReconnectConfig = ReconnectConfig()
     # Verdicts waiting to be sent (they survive a Zeek restart); beyond this they are dropped
     queue_size: int = Field(100_000, ge=1)
+    # Flows whose verdicts are remembered (LRU by uid) to answer evidence Zeek sends again
+    # (after a reconnect) without deciding the flow twice; 0 = decide every message
+    answered_cache: int = Field(50_000, ge=0)
     # Seconds to flush the queued verdicts on SIGTERM/SIGINT before exiting
     shutdown_timeout: float = Field(10.0, ge=0)
     # Seconds to wait for the server's ack, and for the pong that confirms a sent batch

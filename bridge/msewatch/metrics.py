@@ -80,6 +80,7 @@ class Metrics:
     """The bridge's counters. Plain attributes: one event loop owns them."""
 
     evidence_received_total: int = counter("MSEWatch::flow_evidence events received and decoded")
+    evidence_repeated_total: int = counter("evidence for a flow already answered, answered again from the cache")
     verdicts_sent_total: int = counter("verdict events confirmed delivered to Zeek")
     verdicts_dropped_total: int = counter("verdicts dropped because the outgoing queue was full")
     reconnects_total: int = counter("connection attempts after the first (or after a loss)")

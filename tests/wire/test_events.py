@@ -159,7 +159,7 @@ def test_flow_verdict_event_matches_the_contract_signature():
         ipaddress.ip_address("198.51.100.9"),
         Port(40000, "udp"),
         "p2p_likely",
-        "",  # protocol None -> ""
+        "unknown",  # protocol None -> "unknown" (contract 1)
         0.97,
         ["dht_krpc=1.00", "host_score=1.50"],
         dt.datetime(2025, 11, 22, 2, 26, 56, 250000, tzinfo=UTC),

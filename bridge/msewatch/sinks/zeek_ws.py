@@ -9,6 +9,12 @@ times), in order.
 
 When the queue is full the *new* verdict is dropped, counted in
 `verdicts_dropped_total` and logged at ERROR (rate-limited).
+
+Zeek keeps each flow's evidence until its verdict arrives and sends it again to a bridge
+that (re)subscribes (zeek-scripts/delivery.zeek), so the same uid can come in twice.
+`AnsweredCache` remembers the encoded verdicts of recent uids: a repeated uid is answered
+with the same messages, without running the engine (whose host state would count the
+flow twice). Zeek logs each flow verdict once whatever arrives twice.
 """
 
 from __future__ import annotations
@@ -107,3 +113,29 @@ class VerdictSender:
             await asyncio.wait_for(pong, self.confirm_timeout)
             self.queue.confirm(len(batch))
             self.metrics.verdicts_sent_total += len(batch)
+
+
+class AnsweredCache:
+    """Bounded LRU: flow uid -> the (key, encoded message) verdicts its evidence produced."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.OrderedDict[str, tuple[tuple[str, str], ...]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, uid: str) -> tuple[tuple[str, str], ...] | None:
+        hit = self._items.get(uid)
+        if hit is not None:
+            self._items.move_to_end(uid)
+        return hit
+
+    def put(self, uid: str, answers: tuple[tuple[str, str], ...]) -> None:
+        if self.maxsize <= 0 or not uid:
+            return
+        items = self._items
+        items[uid] = answers
+        items.move_to_end(uid)
+        if len(items) > self.maxsize:
+            items.popitem(last=False)

@@ -38,6 +38,10 @@ FLOW_EVIDENCE = "MSEWatch::flow_evidence"
 VERDICT = "MSEWatch::verdict"
 HOST_VERDICT = "MSEWatch::host_verdict"
 
+# A flow verdict's protocol when there is no guess (contract: always a string;
+# the Zeek scripts treat it like the "" older bridges sent).
+NO_PROTOCOL = "unknown"
+
 # (name, v1 type, element type for vectors) in contract order (docs/evidence.md)
 EVIDENCE_ARGS: tuple[tuple[str, str, str | None], ...] = (
     ("version", "count", None),
@@ -176,7 +180,7 @@ def evidence_to_event(ev: FlowEvidence) -> Event:
 
 def verdict_to_event(v: FlowVerdict) -> Event:
     """MSEWatch::verdict(uid, orig_h, orig_p, resp_h, resp_p, label, protocol, probability,
-    reasons, decided_at, decided_at_packet); protocol None -> ""."""
+    reasons, decided_at, decided_at_packet); protocol None or "" -> "unknown"."""
     k = v.key
     return Event(
         VERDICT,
@@ -187,7 +191,7 @@ def verdict_to_event(v: FlowVerdict) -> Event:
             ipaddress.ip_address(k.resp_h),
             Port(k.resp_p, k.proto),
             v.label,
-            v.protocol or "",
+            v.protocol or NO_PROTOCOL,
             float(v.probability),
             list(v.reasons),
             timestamp_of(v.decided_at),
@@ -460,7 +464,7 @@ def _verdict_tree(v: FlowVerdict | HostVerdict, topic: str, codec: Codec) -> dic
             _addr(k.resp_h),
             _t("port", f"{k.resp_p}/{proto}"),
             _t("string", str(v.label)),
-            _t("string", v.protocol or ""),
+            _t("string", v.protocol or NO_PROTOCOL),
             _real(v.probability),
             _t("vector", [_t("string", str(r)) for r in v.reasons]),
             _t("timestamp", codec.format_timestamp(timestamp_of(v.decided_at))),
