@@ -12,12 +12,14 @@ namespace's loopback. Needs root, `ip`, and Zeek 8 (PATH or /opt/zeek/bin/zeek).
 restarts: one run per scenario (fresh namespace, Zeek and bridge each time):
 
     steady        no restart (the baseline)
-    bridge-kill   kill -9 the bridge three times during the replay, restart it after 1 s
+    bridge-kill   kill -9 the bridge three times during the replay (the second time after it
+                  hung for 1 s under SIGSTOP, so that evidence it had not answered dies with
+                  it), restart it after 1 s
     bridge-term   SIGTERM the bridge three times during the replay, restart it after 1 s
     bridge-late   the bridge starts only when 40% of the replay is over
     zeek-term     SIGTERM Zeek in the middle of the replay, start it again after 1 s
     zeek-kill     kill -9 Zeek in the middle of the replay, start it again after 1 s
-    mixed         bridge late (15%), kill -9 (40%), SIGTERM (65%): the CI smoke
+    mixed         bridge late (15%), hung + kill -9 (40%), SIGTERM (65%): the CI smoke
 
 cluster: manager, logger, proxy and two workers (a cluster-layout.zeek, CLUSTER_NODE per
 process), each worker sniffing its own veth pair; the corpus split between the two;
@@ -499,12 +501,12 @@ def run_restart_scenario(scenario: str, workdir: Path, speed: float, rounds: int
         # (fraction of the replay, action)
         plan = {
             "steady": [],
-            "bridge-kill": [(0.25, "bridge-kill"), (0.5, "bridge-kill"), (0.75, "bridge-kill")],
+            "bridge-kill": [(0.25, "bridge-kill"), (0.5, "bridge-hang-kill"), (0.75, "bridge-kill")],
             "bridge-term": [(0.25, "bridge-term"), (0.5, "bridge-term"), (0.75, "bridge-term")],
             "bridge-late": [(0.4, "bridge-start")],
             "zeek-term": [(0.5, "zeek-term")],
             "zeek-kill": [(0.5, "zeek-kill")],
-            "mixed": [(0.15, "bridge-start"), (0.4, "bridge-kill"), (0.65, "bridge-term")],
+            "mixed": [(0.15, "bridge-start"), (0.4, "bridge-hang-kill"), (0.65, "bridge-term")],
         }[scenario]
         for r in range(rounds):
             start = time.monotonic()
@@ -516,8 +518,11 @@ def run_restart_scenario(scenario: str, workdir: Path, speed: float, rounds: int
                 if action == "bridge-start":
                     if "bridge" not in run.bridges:
                         run.start_bridge()
-                elif action in ("bridge-kill", "bridge-term"):
-                    run.stop_bridge(signal.SIGKILL if action == "bridge-kill" else signal.SIGTERM)
+                elif action in ("bridge-kill", "bridge-hang-kill", "bridge-term"):
+                    if action == "bridge-hang-kill":  # hung first: what it has not answered dies with it
+                        run.bridges["bridge"].send_signal(signal.SIGSTOP)
+                        time.sleep(1.0)
+                    run.stop_bridge(signal.SIGTERM if action == "bridge-term" else signal.SIGKILL)
                     time.sleep(1.0)
                     run.start_bridge()
                 elif action in ("zeek-term", "zeek-kill"):

@@ -19,8 +19,8 @@ from msewatch.bridge import Bridge, backoff_delay
 from msewatch.config_zeek import MetricsConfig, ZeekConfig
 from msewatch.evidence import FlowEvidence, FlowKey
 from msewatch.metrics import Metrics, MetricsServer
-from msewatch.sinks.zeek_ws import VerdictQueue
-from msewatch.verdict import FlowVerdict
+from msewatch.sinks.zeek_ws import AnsweredCache, VerdictQueue
+from msewatch.verdict import FlowVerdict, HostVerdict
 from msewatch.wire import events, v1
 
 from zeek_fake import ACK_ENDPOINT, ERR_EVENT, ERR_JSON, FakeZeek
@@ -462,3 +462,60 @@ def test_end_to_end_with_the_real_engine_on_real_pcaps():
     assert bridge.metrics.evidence_received_total == len(evs)
     flow_uids = {ev.args[0] for _, ev in zeek.received if ev.name == events.VERDICT}
     assert flow_uids == {e.uid for e in evs}
+
+
+# ----------------------------------------------------------------------------- repeats
+
+
+class FlowAndHostEngine(EchoEngine):
+    """A flow verdict and a host verdict per evidence, with a per-host flow count that a
+    second decision of the same flow would change (as the real engine's host state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flows_per_host: dict[str, int] = {}
+
+    def process_evidence(self, ev: FlowEvidence):
+        (flow,) = super().process_evidence(ev)
+        n = self.flows_per_host[ev.key.orig_h] = self.flows_per_host.get(ev.key.orig_h, 0) + 1
+        host = HostVerdict(ev.key.orig_h, ev.ts, "p2p_host", float(n), 0.9, (f"flows={n}",))
+        return [flow, host]
+
+
+def test_repeated_evidence_is_answered_from_the_cache_without_deciding_again():
+    """Zeek re-sends unanswered evidence when a bridge (re)subscribes: the same uid gets
+    the same verdicts again (Zeek logs one), and the engine sees each flow once."""
+
+    async def scenario():
+        zeek = await FakeZeek().start()
+        engine = FlowAndHostEngine()
+        bridge = Bridge(zeek_cfg(zeek.url), engine)
+        task = asyncio.create_task(bridge.run())
+        await zeek.wait_connected()
+        for i in (0, 1, 0, 2, 1):
+            await zeek.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await zeek.wait_for(lambda: len(zeek.received) >= 10)
+        bridge.stop()
+        await task
+        await zeek.terminate()
+        return zeek, bridge, engine
+
+    zeek, bridge, engine = run(scenario())
+    assert engine.seen == [f"C{i:017d}" for i in (0, 1, 2)]  # decided once each
+    assert verdict_uids(zeek) == [f"C{i:017d}" for i in (0, 1, 0, 2, 1)]  # answered every time
+    hosts = [ev.args[4] for _, ev in zeek.received if ev.name == events.HOST_VERDICT]
+    assert hosts == [["flows=1"], ["flows=2"], ["flows=1"], ["flows=3"], ["flows=2"]]  # same answer again
+    assert bridge.metrics.evidence_repeated_total == 2
+    assert bridge.metrics.evidence_received_total == 5
+
+
+def test_answered_cache_is_a_bounded_lru():
+    cache = AnsweredCache(2)
+    cache.put("a", (("a", "A"),))
+    cache.put("b", (("b", "B"),))
+    assert cache.get("a") == (("a", "A"),)  # a is now the most recent
+    cache.put("c", (("c", "C"),))
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
+    off = AnsweredCache(0)
+    off.put("a", (("a", "A"),))
+    assert off.get("a") is None and len(off) == 0
