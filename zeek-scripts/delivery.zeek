@@ -24,8 +24,8 @@
 ##!
 ##! Counters (Telemetry framework, prefix ``msewatch``, on the node that
 ##! keeps the evidence): ``evidence_published``, ``evidence_held``,
-##! ``evidence_resent``, ``evidence_expired``, ``evidence_unkept`` and the
-##! gauge ``evidence_unanswered``.
+##! ``evidence_resent``, ``evidence_expired``, ``evidence_unkept``,
+##! ``evidence_unsent`` and the gauge ``evidence_unanswered``.
 
 @load base/frameworks/cluster
 @load base/frameworks/telemetry
@@ -43,7 +43,10 @@ export {
 
 	## Whether the node that talks to the bridge keeps each flow's evidence
 	## until its verdict arrives and sends it again when a bridge subscribes.
-	## Off: evidence is published once, lost if no bridge is there.
+	## Off: evidence is published once, lost if no bridge is there.  Reading
+	## a trace without :zeek:see:`MSEWatch::pcap_wait_for_bridge` nothing is
+	## kept (no bridge is expected) and evidence goes only to a bridge that
+	## happens to be subscribed.
 	const keep_unanswered = T &redef;
 
 	## At most this many flows wait for their verdict.  Evidence beyond it is
@@ -124,6 +127,9 @@ global resent_c = Telemetry::counter_with(Telemetry::register_counter_family(
 global expired_c = Telemetry::counter_with(Telemetry::register_counter_family(
     Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="evidence_expired",
     $help_text="Flow evidence given up without a verdict after unanswered_timeout")));
+global unsent_c = Telemetry::counter_with(Telemetry::register_counter_family(
+    Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="evidence_unsent",
+    $help_text="Flow evidence neither published nor kept: reading a trace with no bridge subscribed")));
 global unkept_c = Telemetry::counter_with(Telemetry::register_counter_family(
     Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="evidence_unkept",
     $help_text="Flow evidence not kept for re-delivery because max_unanswered flows were waiting")));
@@ -133,7 +139,8 @@ global unanswered_g = Telemetry::gauge_with(Telemetry::register_gauge_family(
 
 function keeps_evidence(): bool
 	{
-	return keep_unanswered && is_bridge_node();
+	return keep_unanswered && is_bridge_node() &&
+	       ( ! reading_traces() || pcap_wait_for_bridge );
 	}
 
 function publish_message(topic: string, ev: EvidenceMessage)
@@ -177,25 +184,30 @@ function keep_evidence(uid: string, topic: string, ev: EvidenceMessage): bool
 
 function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 	{
-	if ( ! keeps_evidence() )
+	if ( ! keep_unanswered || ! is_bridge_node() )
 		{
 		# A worker (the manager keeps the copy it receives), or keeping is off.
 		publish_message(topic, ev);
 		return;
 		}
 
-	local kept = keep_evidence(uid, topic, ev);
+	local kept = keeps_evidence() && keep_evidence(uid, topic, ev);
 
-	# Without a bridge, publishing would serialise the event for nobody.
-	# Unkept evidence is published anyway: a bridge may just be subscribing.
-	if ( kept && ! bridge_subscribed(topic) )
+	if ( bridge_subscribed(topic) )
 		{
-		Telemetry::counter_inc(held_c);
+		publish_message(topic, ev);
+		Telemetry::counter_inc(published_c);
 		return;
 		}
 
-	publish_message(topic, ev);
-	Telemetry::counter_inc(published_c);
+	# Without a bridge, publishing would serialise the event for nobody.
+	if ( kept )
+		Telemetry::counter_inc(held_c);
+	else if ( keeps_evidence() )
+		# The table is full: send it anyway, a bridge may just be subscribing.
+		publish_message(topic, ev);
+	else
+		Telemetry::counter_inc(unsent_c);
 	}
 
 function evidence_answered(uid: string)
