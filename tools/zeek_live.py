@@ -245,8 +245,11 @@ class Run:
         (d / "live-test.zeek").write_text(TEST_SCRIPT)
         self.zeek_runs.append(d)
         out = open(d / "zeek.out", "w")
+        # one working folder per incarnation (their logs apart), one unanswered_file for
+        # all: as a Zeek restarted in the same folder would find it
+        saved = f"MSEWatch::unanswered_file={self.workdir / 'msewatch_unanswered.json'}"
         self.zeek = self.ns.popen(
-            [zeek_binary(), "-C", "-i", iface, str(PACKAGE), "live-test.zeek", *extra],
+            [zeek_binary(), "-C", "-i", iface, str(PACKAGE), "live-test.zeek", saved, *extra],
             cwd=d,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -7,4 +7,5 @@
 @load ./evidence
 @load ./verdicts
 @load ./cluster
+@load ./persist
 @load ./pcap

@@ -1,0 +1,165 @@
+##! Unanswered evidence across a graceful Zeek restart (docs/zeek.md,
+##! "Restarts and delivery").
+##!
+##! At a graceful stop Zeek publishes the evidence of the flows it is still
+##! recording, but stops forwarding to WebSocket clients before that evidence
+##! leaves; and the flows whose verdict has not come back are forgotten with
+##! the process.  So the node that keeps evidence (delivery.zeek) writes what
+##! is still unanswered to :zeek:see:`MSEWatch::unanswered_file` in
+##! ``zeek_done`` and reads it back at its next start, where it waits for a
+##! bridge like any other unanswered evidence.  The verdicts are then logged by
+##! the new Zeek (msewatch.log carries the uid; the old conn.log has no label).
+
+@load base/frameworks/input
+@load base/frameworks/telemetry
+@load ./main
+@load ./delivery
+@load ./evidence
+
+module MSEWatch;
+
+export {
+	## At a graceful stop the evidence still waiting for its verdict is
+	## written to this file (JSON lines, relative to Zeek's working
+	## directory) and read back at the next start.  The file is removed once
+	## read.  "" turns this off.  A killed Zeek saves nothing; a Zeek
+	## reading a trace neither saves nor restores (one trace's flows are not
+	## another's).
+	const unanswered_file = "msewatch_unanswered.json" &redef;
+}
+
+global saved_c = Telemetry::counter_with(Telemetry::register_counter_family(
+    Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="evidence_saved",
+    $help_text="Unanswered flow evidence written to unanswered_file at a graceful stop")));
+global restored_c = Telemetry::counter_with(Telemetry::register_counter_family(
+    Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="evidence_restored",
+    $help_text="Unanswered flow evidence read back from unanswered_file at start")));
+
+# The flow_evidence arguments, by name, as saved in unanswered_file.
+type SavedEvidence: record {
+	topic: string;
+	since: time;
+	version: count;
+	uid: string;
+	community_id: string;
+	orig_h: addr;
+	orig_p: port;
+	resp_h: addr;
+	resp_p: port;
+	ts: time;
+	sizes: vector of int;
+	times: vector of interval;
+	bursts: vector of int;
+	orig_heads: vector of string;
+	resp_heads: vector of string;
+	orig_pkts: count;
+	resp_pkts: count;
+	orig_bytes: count;
+	resp_bytes: count;
+	duration: interval;
+	handshake: bool;
+	closed: bool;
+	complete: bool;
+};
+
+const saved_arg_names = vector("version", "uid", "community_id", "orig_h", "orig_p",
+    "resp_h", "resp_p", "ts", "sizes", "times", "bursts", "orig_heads", "resp_heads",
+    "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "duration", "handshake",
+    "closed", "complete");
+
+type SavedLine: record {
+	line: string;
+};
+
+global restore_line: event(desc: Input::EventDescription, tpe: Input::Event, line: string);
+
+global restored = 0;
+
+function saved_json(u: Unanswered): string
+	{
+	local parts = vector(fmt("\"topic\":%s", to_json(u$topic)),
+	                     fmt("\"since\":%s", to_json(u$since)));
+	for ( i in u$ev$args )
+		parts += fmt("\"%s\":%s", saved_arg_names[i], to_json(u$ev$args[i]));
+
+	return "{" + join_string_vec(parts, ",") + "}";
+	}
+
+# Runs after the connections were flushed: the evidence published during the
+# shutdown is in the table.
+event zeek_done() &priority=-10
+	{
+	if ( unanswered_file == "" || ! keeps_evidence() || reading_traces() || |unanswered| == 0 )
+		return;
+
+	local f = open(unanswered_file);
+	for ( uid, u in unanswered )
+		{
+		print f, saved_json(u);
+		Telemetry::counter_inc(saved_c);
+		}
+	close(f);
+	Reporter::info(fmt("MSEWatch: %d flows still waiting for their verdict saved to %s",
+	                   |unanswered|, unanswered_file));
+	}
+
+event zeek_init() &priority=-5
+	{
+	if ( unanswered_file == "" || ! keeps_evidence() || reading_traces() ||
+	     file_size(unanswered_file) < 0.0 )
+		return;
+
+	Input::add_event(Input::EventDescription($source=unanswered_file,
+	    $reader=Input::READER_RAW, $mode=Input::MANUAL, $name="msewatch-unanswered",
+	    $fields=SavedLine, $want_record=F, $ev=restore_line));
+	}
+
+event restore_line(desc: Input::EventDescription, tpe: Input::Event, line: string)
+	{
+	local r = from_json(line, SavedEvidence);
+	if ( ! r$valid )
+		{
+		Reporter::warning(fmt("MSEWatch: %s: unreadable line skipped: %s", unanswered_file, r$err));
+		return;
+		}
+
+	local e = r$v as SavedEvidence;
+	if ( e$uid in unanswered )
+		return;
+
+@if ( Version::at_least("7.1") )
+	local ev = Cluster::make_event(MSEWatch::flow_evidence, e$version, e$uid,
+	    e$community_id, e$orig_h, e$orig_p, e$resp_h, e$resp_p, e$ts, e$sizes, e$times,
+	    e$bursts, e$orig_heads, e$resp_heads, e$orig_pkts, e$resp_pkts, e$orig_bytes,
+	    e$resp_bytes, e$duration, e$handshake, e$closed, e$complete);
+@else
+	local ev = Broker::make_event(MSEWatch::flow_evidence, e$version, e$uid,
+	    e$community_id, e$orig_h, e$orig_p, e$resp_h, e$resp_p, e$ts, e$sizes, e$times,
+	    e$bursts, e$orig_heads, e$resp_heads, e$orig_pkts, e$resp_pkts, e$orig_bytes,
+	    e$resp_bytes, e$duration, e$handshake, e$closed, e$complete);
+@endif
+
+	if ( ! keep_evidence(e$uid, e$topic, ev) )
+		return;
+
+	unanswered[e$uid]$since = e$since;
+	++restored;
+	Telemetry::counter_inc(restored_c);
+
+	if ( bridge_subscribed(e$topic) )
+		{
+		publish_message(e$topic, ev);
+		Telemetry::counter_inc(resent_c);
+		}
+	}
+
+event Input::end_of_data(name: string, source: string)
+	{
+	if ( name != "msewatch-unanswered" )
+		return;
+
+	Input::remove(name);
+	unlink(unanswered_file);
+	Reporter::info(fmt("MSEWatch: %d flows waiting for their verdict restored from %s",
+	                   restored, unanswered_file));
+	}
