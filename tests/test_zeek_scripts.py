@@ -157,7 +157,8 @@ def publications_in_scripts(event: str) -> list[tuple[str, list[str]]]:
     for path in (REPO / "zeek-scripts").rglob("*.zeek"):
         src = zeek_source(path)
         for m in publish.finditer(src):
-            args = [a.strip() for a in m.group(1).split(",")]
+            # `e$uid` (fields of a record holding the evidence) names the argument `uid`
+            args = [a.strip().split("$")[-1] for a in m.group(1).split(",")]
             found.append((f"{path.relative_to(REPO)}:{src[: m.start()].count(chr(10)) + 1}", args))
     return found
 
