@@ -245,26 +245,52 @@ function flow_notice_type(protocol: string): Notice::Type
 	return protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
 	}
 
+# Notices raised within notice_suppression, by type and identifier.  The
+# Notice framework would suppress a repeat too, but only after it has been
+# built (messages formatted, policy hooks run): on a busy P2P host nearly
+# every flow verdict is such a repeat (zeekcore, issue 9: overhead).
+global recent_notices: set[Notice::Type, string] &create_expire=notice_suppression;
+
+function suppressed_here(note: Notice::Type, identifier: string): bool
+	{
+	if ( notice_suppression == 0 secs )
+		return F;
+
+	if ( [note, identifier] in recent_notices )
+		return T;
+
+	add recent_notices[note, identifier];
+	return F;
+	}
+
 function raise_flow_notice(uid: string, id: conn_id, protocol: string,
                            probability: double, reasons: vector of string)
 	{
 	local note = flow_notice_type(protocol);
+	local host = local_host(id$orig_h, id$resp_h);
+	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
+
+	if ( suppressed_here(note, identifier) )
+		return;
+
 	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
 	                                          : fmt("P2P (%s)", protocol == "" ? "unknown protocol" : protocol);
-	local host = local_host(id$orig_h, id$resp_h);
 
 	NOTICE(Notice::Info($note=note,
 	                    $msg=fmt("%s -> %s:%s looks like %s (p=%.2f)", id$orig_h,
 	                             id$resp_h, id$resp_p, what, probability),
 	                    $sub=join_string_vec(reasons, " "),
 	                    $uid=uid, $id=id, $src=id$orig_h, $dst=id$resp_h, $p=id$resp_p,
-	                    $identifier=note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol),
+	                    $identifier=identifier,
 	                    $suppress_for=notice_suppression));
 	}
 
 function raise_host_notice(host: addr, score: double, probability: double,
                            reasons: vector of string)
 	{
+	if ( suppressed_here(P2P_Host, cat(host)) )
+		return;
+
 	NOTICE(Notice::Info($note=P2P_Host,
 	                    $msg=fmt("%s behaves like a P2P client (p=%.2f, score=%.2f)",
 	                             host, probability, score),
