@@ -5,7 +5,6 @@
 ##! their first line once a connection's budget is spent: ``tcp_packet`` for
 ##! TCP and ``udp_contents`` for UDP (docs/zeek.md explains the choice).
 
-@load base/protocols/conn/removal-hooks
 @load ./main
 @load ./delivery
 
@@ -39,8 +38,9 @@ export {
 		sizes:      vector of int      &default=vector();
 		## Time since the flow's first packet of each recorded packet.
 		times:      vector of interval &default=vector();
-		## Signed accumulated payload bytes of each direction run.
-		bursts:     vector of int      &default=vector();
+		## Direction runs recorded so far (bursts are derived from
+		## ``sizes`` at publication).
+		runs:       count              &default=0;
 		## Hex heads of the originator's first payload packets.
 		orig_heads: vector of string   &default=vector();
 		## Hex heads of the responder's first payload packets.
@@ -52,21 +52,14 @@ export {
 	## i.e. nothing that arrives later can be attached to it anymore.
 	global evidence_published: hook(c: connection, ending: bool);
 
-	## Publishes the evidence of *c* now if that has not happened yet
-	## (used at the end of a trace, see pcap.zeek).
+	## Publishes the evidence of TCP/UDP connection *c* now if that has not
+	## happened yet (used at the end of a trace, see pcap.zeek).
 	global publish_now: function(c: connection);
-
-	## Connections being recorded, by uid; maintained only while
-	## :zeek:see:`MSEWatch::track_open_flows` is set (pcap mode).
-	global open_flows: table[string] of conn_id;
-
-	## Whether to maintain :zeek:see:`MSEWatch::open_flows`.
-	global track_open_flows = F;
 }
 
 redef record connection += {
-	## Evidence being recorded; unset before the first packet and after
-	## publication.
+	## Evidence being recorded; set at the first payload-bearing packet and
+	## unset at publication.
 	msewatch_ev: Evidence &optional;
 	## Set once the evidence was published: the packet handlers return at once.
 	msewatch_done: bool &default=F;
@@ -78,57 +71,22 @@ redef record connection += {
 redef udp_content_deliver_all_orig = T;
 redef udp_content_deliver_all_resp = T;
 
-global finalize_evidence: Conn::RemovalHook;
 global max_age_reached: event(c: connection);
 
-function start_recording(c: connection)
+# What follows runs once per payload-bearing packet of a flow that is still
+# recording (at most max_packets per flow), so it is written for the Zeek
+# interpreter: one function call per packet, no helper calls, bursts derived
+# from the sizes once at publication (as the Python engine does).
+
+function start_recording(c: connection): Evidence
 	{
-	c$msewatch_ev = Evidence();
-	Conn::register_removal_hook(c, finalize_evidence);
+	local ev = Evidence();
+	c$msewatch_ev = ev;
 
 	if ( publish_at_max_age )
 		schedule max_age { max_age_reached(c) };
 
-	if ( track_open_flows )
-		open_flows[c$uid] = c$id;
-	}
-
-function is_past_max_age(c: connection): bool
-	{
-	return network_time() - c$start_time > max_age;
-	}
-
-function opens_run_beyond_budget(ev: Evidence, is_orig: bool): bool
-	{
-	local n = |ev$bursts|;
-
-	if ( n == 0 )
-		return max_bursts == 0;
-
-	return (ev$bursts[n - 1] > 0) != is_orig && n >= max_bursts;
-	}
-
-function add_to_bursts(ev: Evidence, size: int)
-	{
-	local n = |ev$bursts|;
-
-	if ( n > 0 && (ev$bursts[n - 1] > 0) == (size > 0) )
-		ev$bursts[n - 1] = ev$bursts[n - 1] + size;
-	else
-		ev$bursts += size;
-	}
-
-function keep_head(ev: Evidence, is_orig: bool, payload: string, heads_per_direction: count)
-	{
-	local head = bytestring_to_hexstr(payload[0:min_count(head_bytes, 256)]);
-
-	if ( is_orig )
-		{
-		if ( |ev$orig_heads| < heads_per_direction )
-			ev$orig_heads += head;
-		}
-	else if ( |ev$resp_heads| < heads_per_direction )
-		ev$resp_heads += head;
+	return ev;
 	}
 
 # Records one payload-bearing packet.  Returns T when the budget is spent;
@@ -137,21 +95,60 @@ function keep_head(ev: Evidence, is_orig: bool, payload: string, heads_per_direc
 function record_payload(c: connection, is_orig: bool, len: count, payload: string,
                         heads_per_direction: count): bool
 	{
-	local ev = c$msewatch_ev;
+	local ev = c?$msewatch_ev ? c$msewatch_ev : start_recording(c);
+	local age = network_time() - c$start_time;
 
-	if ( is_past_max_age(c) || opens_run_beyond_budget(ev, is_orig) )
+	if ( age > max_age )
 		return T;
 
-	local size: int = len;
-	if ( ! is_orig )
-		size = -size;
+	local n = |ev$sizes|;
 
-	ev$sizes += size;
-	ev$times += network_time() - c$start_time;
-	add_to_bursts(ev, size);
-	keep_head(ev, is_orig, payload, heads_per_direction);
+	if ( n == 0 || (ev$sizes[n - 1] > 0) != is_orig )
+		{
+		# The packet opens a direction run.
+		if ( ev$runs >= max_bursts )
+			return T;
 
-	return |ev$sizes| >= max_packets;
+		++ev$runs;
+		}
+
+	if ( is_orig )
+		{
+		ev$sizes += +len;
+		if ( |ev$orig_heads| < heads_per_direction )
+			ev$orig_heads += bytestring_to_hexstr(payload[0:head_bytes <= 256 ? head_bytes : 256]);
+		}
+	else
+		{
+		ev$sizes += -len;
+		if ( |ev$resp_heads| < heads_per_direction )
+			ev$resp_heads += bytestring_to_hexstr(payload[0:head_bytes <= 256 ? head_bytes : 256]);
+		}
+
+	ev$times += age;
+
+	return n + 1 >= max_packets;
+	}
+
+# Signed direction runs of the recorded sizes.
+function bursts_of(sizes: vector of int): vector of int
+	{
+	local bursts: vector of int = vector();
+	local n = 0;
+
+	for ( i in sizes )
+		{
+		local size = sizes[i];
+		if ( n > 0 && (bursts[n - 1] > 0) == (size > 0) )
+			bursts[n - 1] += size;
+		else
+			{
+			bursts += size;
+			++n;
+			}
+		}
+
+	return bursts;
 	}
 
 function is_tcp(c: connection): bool
@@ -171,38 +168,36 @@ function close_seen(c: connection): bool
 	return is_tcp(c) && (/[FfRr]/ in c$history);
 	}
 
-function carried_payload(c: connection): bool
-	{
-	return c$orig$size > 0 || c$resp$size > 0;
-	}
-
-# Zeek refreshes a connection record's counters, duration and history when
-# it hands the record to an event; a timer event holds the record as it was
-# at the last packet.  Looking the connection up refreshes it in place.
-function refresh(c: connection)
-	{
-	if ( connection_exists(c$id) )
-		lookup_connection(c$id);
-	}
-
 function publish_evidence(c: connection, ending: bool)
 	{
 	c$msewatch_done = T;
-	refresh(c);
 
-	if ( track_open_flows )
-		delete open_flows[c$uid];
+	# Counters, duration and history as of now: the record handed to a
+	# packet event was filled in before the packet was counted, a timer's
+	# record when the timer was set.  lookup_connection() refreshes it in
+	# place (verified on Zeek 8.0.10).
+	if ( ! ending && connection_exists(c$id) )
+		lookup_connection(c$id);
 
-	local ev = c$msewatch_ev;
-	delete c$msewatch_ev;
+	local ev: Evidence;
+	if ( c?$msewatch_ev )
+		{
+		ev = c$msewatch_ev;
+		delete c$msewatch_ev;
+		}
+	else
+		{
+		# No payload was ever seen.
+		if ( ! publish_payloadless )
+			return;
 
-	if ( ! publish_payloadless && ! carried_payload(c) )
-		return;
+		ev = Evidence();
+		}
 
 	local id = c$id;
 	event MSEWatch::flow_evidence(evidence_version, c$uid, community_id_v1(id),
 	    id$orig_h, id$orig_p, id$resp_h, id$resp_p, c$start_time,
-	    ev$sizes, ev$times, ev$bursts, ev$orig_heads, ev$resp_heads,
+	    ev$sizes, ev$times, bursts_of(ev$sizes), ev$orig_heads, ev$resp_heads,
 	    c$orig?$num_pkts ? c$orig$num_pkts : 0,
 	    c$resp?$num_pkts ? c$resp$num_pkts : 0,
 	    c$orig$size, c$resp$size, c$duration,
@@ -211,40 +206,68 @@ function publish_evidence(c: connection, ending: bool)
 	hook evidence_published(c, ending);
 	}
 
+# Whether the flow's evidence is recorded at all: TCP, and UDP unless UDP
+# content delivery was turned off.
+function is_recorded(c: connection): bool
+	{
+	local proto = get_port_transport_proto(c$id$resp_p);
+
+	if ( proto == tcp )
+		return T;
+
+	return proto == udp && (udp_content_deliver_all_orig || udp_content_deliver_all_resp);
+	}
+
 function publish_now(c: connection)
 	{
-	if ( ! c$msewatch_done && c?$msewatch_ev )
+	if ( ! c$msewatch_done && is_recorded(c) )
 		publish_evidence(c, F);
 	}
 
 event tcp_packet(c: connection, is_orig: bool, flags: string, seq: count, ack: count,
                  len: count, payload: string)
 	{
-	if ( c$msewatch_done )
+	if ( len == 0 || c$msewatch_done )
 		return;
 
-	if ( ! c?$msewatch_ev )
-		start_recording(c);
-
-	if ( len > 0 && record_payload(c, is_orig, len, payload, 1) )
+	if ( record_payload(c, is_orig, len, payload, 1) )
 		publish_evidence(c, F);
 	}
 
 event udp_contents(u: connection, is_orig: bool, contents: string)
 	{
-	if ( u$msewatch_done )
+	if ( u$msewatch_done || |contents| == 0 )
 		return;
 
-	if ( ! u?$msewatch_ev )
-		start_recording(u);
-
-	if ( |contents| > 0 && record_payload(u, is_orig, |contents|, contents, udp_heads) )
+	if ( record_payload(u, is_orig, |contents|, contents, udp_heads) )
 		publish_evidence(u, F);
 	}
 
 event max_age_reached(c: connection)
 	{
-	if ( ! c$msewatch_done && c?$msewatch_ev )
+	if ( ! c$msewatch_done && connection_exists(c$id) )
+		publish_evidence(c, F);
+	}
+
+# A TCP flow is complete once both sides sent FIN or one sent RST: publish
+# then, not when Zeek removes the connection (tcp_close_delay later), as the
+# extractor does.  The verdict is then usually back before conn.log is
+# written.
+event connection_finished(c: connection)
+	{
+	if ( ! c$msewatch_done )
+		publish_evidence(c, F);
+	}
+
+event connection_reset(c: connection)
+	{
+	if ( ! c$msewatch_done )
+		publish_evidence(c, F);
+	}
+
+event connection_rejected(c: connection)
+	{
+	if ( ! c$msewatch_done )
 		publish_evidence(c, F);
 	}
 
@@ -258,17 +281,21 @@ event connection_flipped(c: connection)
 	local ev = c$msewatch_ev;
 	for ( i in ev$sizes )
 		ev$sizes[i] = -ev$sizes[i];
-	for ( i in ev$bursts )
-		ev$bursts[i] = -ev$bursts[i];
 
 	local heads = ev$orig_heads;
 	ev$orig_heads = ev$resp_heads;
 	ev$resp_heads = heads;
 	}
 
-hook finalize_evidence(c: connection)
+# The end of every TCP/UDP flow not yet published, with or without payload.
+# A plain handler, not a Conn::RemovalHook: nearly every connection is
+# recorded, and registering a hook per connection costs more than this
+# one-field test (and payloadless flows would need a per-packet handler to
+# register theirs).  Priority -2: before the removal hooks (-3) and the
+# conn.log write (-5), so that verdicts.zeek sees the publication in time.
+event connection_state_remove(c: connection) &priority=-2
 	{
-	if ( ! c$msewatch_done && c?$msewatch_ev )
+	if ( ! c$msewatch_done && is_recorded(c) )
 		publish_evidence(c, T);
 	}
 

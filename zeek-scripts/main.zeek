@@ -53,9 +53,13 @@ export {
 	## so all flows of one host meet in one bridge.
 	const shard_count: count = 1 &redef;
 
-	## Whether to start a WebSocket server for the bridge.  In a cluster
-	## only the manager listens.  Turn this off when something else already
-	## runs one (zeekctl's ``UseWebSocket``, the 8.1+ default).
+	## Whether to start a WebSocket server for the bridge.  It is started
+	## only where a bridge can use it: on a cluster's manager, on a
+	## standalone Zeek reading live traffic, and on a standalone Zeek
+	## reading a pcap with :zeek:see:`MSEWatch::pcap_wait_for_bridge`.  A
+	## plain ``zeek -r trace.pcap`` does not listen (a listener keeps Zeek
+	## running after the trace ends).  Turn this off when something else
+	## already runs a server (zeekctl's ``UseWebSocket``, the 8.1+ default).
 	const listen = T &redef;
 
 	## Address of the WebSocket server.  The API has no authentication:
@@ -89,6 +93,10 @@ export {
 	## verdicts, writes msewatch.log and raises the notices.  True on a
 	## standalone Zeek and on a cluster's manager.
 	global is_bridge_node: function(): bool;
+
+	## Whether this node starts the WebSocket server: see
+	## :zeek:see:`MSEWatch::listen`.
+	global wants_listener: function(): bool;
 }
 
 function local_host(orig_h: addr, resp_h: addr): addr
@@ -120,6 +128,20 @@ function is_bridge_node(): bool
 	return ! Cluster::is_enabled() || Cluster::local_node_type() == Cluster::MANAGER;
 	}
 
+function wants_listener(): bool
+	{
+	if ( ! listen || ! is_bridge_node() )
+		return F;
+
+	if ( Cluster::is_enabled() || reading_live_traffic() )
+		return T;
+
+	return reading_traces() && pcap_wait_for_bridge;
+	}
+
+# Zeek 8.0 added $listen_addr and deprecated $listen_host (removed in 8.1);
+# 7.2 has only $listen_host; 7.0/7.1 have Broker's server only (Zeek's NEWS
+# for 7.2.0 and 8.0.0).  Only the 8.0 branch ran on a real Zeek (8.0.10).
 function start_websocket_server(): bool
 	{
 @if ( Version::at_least("8.0") )
@@ -130,17 +152,26 @@ function start_websocket_server(): bool
 	return Cluster::listen_websocket(Cluster::WebSocketServerOptions(
 	    $listen_host=cat(listen_addr), $listen_port=listen_port));
 @else
-	return Broker::listen_websocket(cat(listen_addr), listen_port) != 0/unknown;
+	# Broker::listen_websocket() returns 0/tcp when it cannot listen.
+	return Broker::listen_websocket(cat(listen_addr), listen_port) != 0/tcp;
 @endif
 @endif
 	}
 
 event zeek_init()
 	{
-	if ( ! listen || ! is_bridge_node() )
+	if ( ! wants_listener() )
 		return;
 
-	if ( ! start_websocket_server() )
-		Reporter::error(fmt("MSEWatch: cannot listen for the bridge on %s:%s",
-		                    listen_addr, listen_port));
+	if ( start_websocket_server() )
+		return;
+
+	local msg = fmt("MSEWatch: cannot listen for the bridge on %s:%s", listen_addr, listen_port);
+
+	# Reading a pcap for a bridge, Zeek would wait for a bridge that cannot
+	# come: stop with the reason instead.
+	if ( reading_traces() )
+		Reporter::fatal(msg);
+	else
+		Reporter::error(msg);
 	}

@@ -21,6 +21,12 @@
 
 module MSEWatch;
 
+# Whether to track the open connections (pcap mode with a bridge).
+global track_open_flows = F;
+
+# Connections not yet published, by uid (only while track_open_flows).
+global open_flows: table[string] of conn_id;
+
 # Flows whose evidence went out and whose verdict has not come back.
 global awaiting_verdict: set[string];
 global waiting_for_client = F;
@@ -63,6 +69,13 @@ event zeek_init() &priority=-10
 	track_open_flows = T;
 	waiting_for_client = T;
 	suspend_processing();
+
+	# conn.log entries of flows that end while their verdict is in flight
+	# wait for it (verdicts.zeek): network time runs far ahead of the
+	# bridge here, and stops at the end of the trace, so hold them until
+	# the verdict arrives (every flow gets one before Zeek terminates).
+	Log::set_max_delay_interval(Conn::LOG, 1 day);
+	Log::set_max_delay_queue_size(Conn::LOG, 10000000);
 @else
 	Reporter::warning("MSEWatch: pcap_wait_for_bridge needs Zeek 7.2 or later; not waiting");
 @endif
@@ -79,10 +92,25 @@ event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscript
 	}
 @endif
 
-hook evidence_published(c: connection, ending: bool)
+event new_connection(c: connection)
 	{
 	if ( track_open_flows )
-		add awaiting_verdict[c$uid];
+		open_flows[c$uid] = c$id;
+	}
+
+hook evidence_published(c: connection, ending: bool)
+	{
+	if ( ! track_open_flows )
+		return;
+
+	delete open_flows[c$uid];
+	add awaiting_verdict[c$uid];
+	}
+
+event connection_state_remove(c: connection)
+	{
+	if ( track_open_flows && c$uid in open_flows )
+		delete open_flows[c$uid];
 	}
 
 event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,

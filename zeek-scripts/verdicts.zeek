@@ -88,6 +88,13 @@ export {
 	## exceed the time a verdict can spend queued in the bridge.
 	const verdict_dedup_window = 30 min &redef;
 
+	## How long the conn.log entry of a connection that ended before its
+	## verdict arrived is held back (``Log::delay``) for the verdict.  Only
+	## where a verdict can arrive: a cluster, or a node that listens for a
+	## bridge (:zeek:see:`MSEWatch::wants_listener`).  0 secs: never held.
+	## Pcap mode with a bridge holds entries until the verdict arrives.
+	const conn_log_delay = 2 sec &redef;
+
 	## A flow's verdict, published by the bridge (docs/evidence.md).
 	## *protocol* is "unknown" (or "", from older bridges) when there is
 	## no guess.
@@ -163,17 +170,82 @@ function conn_label_of(label: string, protocol: string): string
 	return is_protocol_guess(protocol) ? fmt("%s:%s", label, protocol) : label;
 	}
 
+# --- conn.log entries held for verdicts in flight (Log::delay) -------------
+# A connection that ends before its verdict is back (short flows, published
+# at their removal, and pcap mode) would be written to conn.log without the
+# label.  Its conn.log write is held with Log::delay (Zeek 6.2+) until the
+# verdict arrives or conn_log_delay passes; nothing is lost either way (held
+# entries are written at shutdown too).
+
+type HeldConnWrite: record {
+	rec:   Conn::Info;
+	token: Log::DelayToken;
+};
+
+# Held conn.log writes by uid.  Bounded by Conn::LOG's delay queue.
+global held_conn_writes: table[string] of HeldConnWrite;
+
+# Whether conn.log writes wait for verdicts on this node (set in zeek_init).
+global conn_log_waits = F;
+
+function conn_write_released(rec: any, id: Log::ID): bool
+	{
+	local info = rec as Conn::Info;
+
+	if ( info$uid in held_conn_writes )
+		delete held_conn_writes[info$uid];
+
+	if ( info$uid in awaiting_label )
+		delete awaiting_label[info$uid];
+
+	return T;
+	}
+
+hook Log::log_stream_policy(rec: any, id: Log::ID)
+	{
+	if ( id != Conn::LOG || ! conn_log_waits )
+		return;
+
+	local info = rec as Conn::Info;
+	if ( info$uid !in awaiting_label || awaiting_label[info$uid] != "" )
+		return;
+
+	held_conn_writes[info$uid] = HeldConnWrite($rec=info,
+	    $token=Log::delay(id, rec, conn_write_released));
+	}
+
+event zeek_init() &priority=-5
+	{
+	conn_log_waits = conn_log_delay > 0 secs && |conn_log_labels| > 0 &&
+	                 (Cluster::is_enabled() || wants_listener());
+
+	if ( conn_log_waits )
+		Log::set_max_delay_interval(Conn::LOG, conn_log_delay);
+	}
+# ---------------------------------------------------------------------------
+
 function remember_conn_label(uid: string, label: string)
 	{
+	if ( uid in held_conn_writes )
+		{
+		# The connection has ended: finish its held conn.log write.
+		local held = held_conn_writes[uid];
+		held$rec$msewatch = label;
+		Log::delay_finish(Conn::LOG, held$rec, held$token);
+		return;
+		}
+
 	if ( uid in awaiting_label )
 		awaiting_label[uid] = label;
 	}
 
 hook evidence_published(c: connection, ending: bool)
 	{
-	if ( ending || |conn_log_labels| == 0 )
+	if ( |conn_log_labels| == 0 )
 		return;
 
+	# Also when *ending*: evidence.zeek publishes at removal before the
+	# removal hooks run, so attach_conn_label still runs for it.
 	awaiting_label[c$uid] = "";
 	Conn::register_removal_hook(c, attach_conn_label);
 	}
@@ -184,6 +256,11 @@ hook attach_conn_label(c: connection)
 		return;
 
 	local label = awaiting_label[c$uid];
+
+	# No verdict yet: keep waiting, the conn.log write is held (above).
+	if ( label == "" && conn_log_waits )
+		return;
+
 	delete awaiting_label[c$uid];
 
 	if ( label != "" && c?$conn )
@@ -195,26 +272,52 @@ function flow_notice_type(protocol: string): Notice::Type
 	return protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
 	}
 
+# Notices raised within notice_suppression, by type and identifier.  The
+# Notice framework would suppress a repeat too, but only after it has been
+# built (messages formatted, policy hooks run): on a busy P2P host nearly
+# every flow verdict is such a repeat (zeekcore, issue 9: overhead).
+global recent_notices: set[Notice::Type, string] &create_expire=notice_suppression;
+
+function suppressed_here(note: Notice::Type, identifier: string): bool
+	{
+	if ( notice_suppression == 0 secs )
+		return F;
+
+	if ( [note, identifier] in recent_notices )
+		return T;
+
+	add recent_notices[note, identifier];
+	return F;
+	}
+
 function raise_flow_notice(uid: string, id: conn_id, protocol: string,
                            probability: double, reasons: vector of string)
 	{
 	local note = flow_notice_type(protocol);
+	local host = local_host(id$orig_h, id$resp_h);
+	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
+
+	if ( suppressed_here(note, identifier) )
+		return;
+
 	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
 	                                          : fmt("P2P (%s)", is_protocol_guess(protocol) ? protocol : "unknown protocol");
-	local host = local_host(id$orig_h, id$resp_h);
 
 	NOTICE(Notice::Info($note=note,
 	                    $msg=fmt("%s -> %s:%s looks like %s (p=%.2f)", id$orig_h,
 	                             id$resp_h, id$resp_p, what, probability),
 	                    $sub=join_string_vec(reasons, " "),
 	                    $uid=uid, $id=id, $src=id$orig_h, $dst=id$resp_h, $p=id$resp_p,
-	                    $identifier=note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol),
+	                    $identifier=identifier,
 	                    $suppress_for=notice_suppression));
 	}
 
 function raise_host_notice(host: addr, score: double, probability: double,
                            reasons: vector of string)
 	{
+	if ( suppressed_here(P2P_Host, cat(host)) )
+		return;
+
 	NOTICE(Notice::Info($note=P2P_Host,
 	                    $msg=fmt("%s behaves like a P2P client (p=%.2f, score=%.2f)",
 	                             host, probability, score),

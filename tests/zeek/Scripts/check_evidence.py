@@ -69,7 +69,7 @@ def expected(flow, n: int, k: int, h: int, udp_heads: int) -> dict:
     else:
         exp["handshake"] = False
     if not spent:
-        pk = flow["packets"]
+        pk = flow["packets"][: published_at(flow) + 1]
         exp["orig_pkts"] = sum(1 for p in pk if p[1])
         exp["resp_pkts"] = sum(1 for p in pk if not p[1])
         exp["orig_bytes"] = sum(len(p[3]) for p in pk if p[1])
@@ -81,6 +81,20 @@ def expected(flow, n: int, k: int, h: int, udp_heads: int) -> dict:
     else:
         exp["closed"] = False
     return exp
+
+
+def published_at(flow) -> int:
+    """Index of the packet at which a flow whose budget was not spent is
+    published: the one that closes a TCP connection (the second FIN, or a RST:
+    Zeek's connection_finished / connection_reset / connection_rejected, the
+    extractor's close), else the last packet (published at the end)."""
+    fins: set[bool] = set()
+    for i, (_dt, from_orig, flags, _payload) in enumerate(flow["packets"]):
+        if flags and "F" in flags:
+            fins.add(from_orig)
+        if len(fins) == 2 or (flags and "R" in flags):
+            return i
+    return len(flow["packets"]) - 1
 
 
 def community_id(flow) -> str | None:

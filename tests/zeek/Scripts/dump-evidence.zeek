@@ -1,10 +1,11 @@
 # Test helper: prints every MSEWatch::flow_evidence as one JSON object per
 # line, with the field names of docs/evidence.md (ports as numbers plus
-# "proto"), so that it can be compared with `msewatch evidence PCAP`.
+# "proto", times and durations as seconds), so that it can be compared with
+# `msewatch evidence PCAP`.  to_json() renders an interval as text such as
+# "358.0 usecs", hence the conversion to double.
 
 module MSEWatchTest;
 
-redef MSEWatch::listen = F;
 
 type EvidenceLine: record {
 	version:      count;
@@ -17,7 +18,7 @@ type EvidenceLine: record {
 	resp_p:       count;
 	ts:           time;
 	sizes:        vector of int;
-	times:        vector of interval;
+	times:        vector of double;
 	bursts:       vector of int;
 	orig_heads:   vector of string;
 	resp_heads:   vector of string;
@@ -25,7 +26,7 @@ type EvidenceLine: record {
 	resp_pkts:    count;
 	orig_bytes:   count;
 	resp_bytes:   count;
-	duration:     interval;
+	duration:     double;
 	handshake:    bool;
 	closed:       bool;
 	complete:     bool;
@@ -38,15 +39,19 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
     orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
     duration: interval, handshake: bool, closed: bool, complete: bool)
 	{
+	local secs: vector of double = vector();
+	for ( i in times )
+		secs += interval_to_double(times[i]);
+
 	print to_json(EvidenceLine($version=version,
 	                           $proto=cat(get_port_transport_proto(resp_p)),
 	                           $uid=uid, $community_id=community_id,
 	                           $orig_h=orig_h, $orig_p=port_to_count(orig_p),
 	                           $resp_h=resp_h, $resp_p=port_to_count(resp_p),
-	                           $ts=ts, $sizes=sizes, $times=times, $bursts=bursts,
+	                           $ts=ts, $sizes=sizes, $times=secs, $bursts=bursts,
 	                           $orig_heads=orig_heads, $resp_heads=resp_heads,
 	                           $orig_pkts=orig_pkts, $resp_pkts=resp_pkts,
 	                           $orig_bytes=orig_bytes, $resp_bytes=resp_bytes,
-	                           $duration=duration, $handshake=handshake,
+	                           $duration=interval_to_double(duration), $handshake=handshake,
 	                           $closed=closed, $complete=complete));
 	}

@@ -84,7 +84,11 @@ def main() -> int:
     port = sys.argv[1].split("/")[0]
     evidence_topic = sys.argv[2] if len(sys.argv) > 2 else "zeek/msewatch/evidence"
     verdict_topic = sys.argv[3] if len(sys.argv) > 3 else "zeek/msewatch/verdict"
-    ws = connect_with_retry(f"ws://127.0.0.1:{port}/v1/messages/json", time.monotonic() + 30)
+    with connect_with_retry(f"ws://127.0.0.1:{port}/v1/messages/json", time.monotonic() + 30) as ws:
+        return serve(ws, evidence_topic, verdict_topic)
+
+
+def serve(ws, evidence_topic: str, verdict_topic: str) -> int:
     ws.send(json.dumps([evidence_topic]))
     ack = json.loads(ws.recv())
     if ack.get("type") != "ack":

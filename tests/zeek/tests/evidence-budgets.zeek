@@ -12,4 +12,3 @@
 # @TEST-EXEC: zeek -r tiny.pcap $PACKAGE $SCRIPTS/dump-evidence.zeek %INPUT MSEWatch::publish_payloadless=F >np.jsonl
 # @TEST-EXEC: $PYTHON $SCRIPTS/check_evidence.py np.jsonl --no-payloadless
 
-redef MSEWatch::listen = F;

@@ -5,4 +5,3 @@
 # @TEST-EXEC: zeek --parse-only $PACKAGE $PACKAGE/wait-for-bridge.zeek %INPUT >>out 2>&1
 # @TEST-EXEC: test ! -s out || { cat out; false; }
 
-redef MSEWatch::listen = F;

@@ -3,7 +3,6 @@
 # @TEST-EXEC: zeek -b $PACKAGE %INPUT >out 2>&1
 # @TEST-EXEC: test "$(cat out)" = "$(printf 'T\nT\nT\nT')" || { cat out; false; }
 
-redef MSEWatch::listen = F;
 redef MSEWatch::shard_count = 4;
 redef Site::local_nets += { 10.0.0.0/8 };
 

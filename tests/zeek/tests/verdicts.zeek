@@ -16,7 +16,6 @@
 # @TEST-EXEC: grep -qx '40000	normal_likely' conn.cut
 # @TEST-EXEC: grep -qx '40001	-' conn.cut
 
-redef MSEWatch::listen = F;
 
 # Spend the budget after three payload packets: the evidence goes out while
 # the connections are still open, as in a live run.
