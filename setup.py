@@ -1,21 +1,31 @@
-"""Build hook: ship the repository's rule pack and Zeek scripts inside the wheel.
+"""Build hooks; everything else about the build is in pyproject.toml.
 
-suricata-rules/ and zeek-scripts/ live at the top of the repository because zkg
-(zkg.meta: script_dir) and suricata-update use them there. A wheel carries only the
-package, so `build_py` copies them into msewatch/share/ of the build tree; the sdist
-carries them through MANIFEST.in. One source of truth, nothing committed twice.
-Everything else about the build is in pyproject.toml.
+1. Assets (opspkg): ship the repository's rule pack and Zeek scripts inside the wheel.
+   suricata-rules/ and zeek-scripts/ live at the top of the repository because zkg
+   (zkg.meta: script_dir) and suricata-update use them there. A wheel carries only the
+   package, so `build_py` copies them into msewatch/share/ of the build tree; the sdist
+   carries them through MANIFEST.in. One source of truth, nothing committed twice.
+2. The compiled packet path (speedoff): the optional C extension msewatch._fastpath. Without
+   a C compiler or the Python headers the build prints one line and installs the pure-Python
+   package, which works the same, only slower (msewatch.fastpath.status() says which path
+   `msewatch analyze` uses).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import zlib
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# --- 1. assets ----------------------------------------------------------------------------------
+
 # repository directory -> directory inside the installed package (msewatch/assets.py reads these)
 SHIPPED = {
     "suricata-rules": os.path.join("msewatch", "share", "suricata-rules"),
@@ -54,4 +64,48 @@ class BuildPyWithAssets(build_py):
         return outputs
 
 
-setup(cmdclass={"build_py": BuildPyWithAssets})
+# --- 2. the compiled packet path ------------------------------------------------------------------
+
+FASTPATH_SOURCE = os.path.join("bridge", "msewatch", "_fastpath.c")
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to pure Python instead of failing the installation."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:  # no compiler at all, or the toolchain could not be set up
+            self._skip(e)
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as e:  # compiler or Python.h missing, compile error
+            self._skip(e)
+
+    @staticmethod
+    def _skip(e: Exception) -> None:
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        print(f"msewatch: C packet path not built ({why}); installing the pure-Python path"
+              " (install gcc and python3-dev for the fast one)", file=sys.stderr)
+
+
+def _source_crc() -> str:
+    # compiled in, so a development checkout notices an extension older than its source
+    with open(os.path.join(HERE, FASTPATH_SOURCE), "rb") as f:
+        return f"{zlib.crc32(f.read()):08x}"
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithAssets, "build_ext": OptionalBuildExt},
+    ext_modules=[
+        Extension(
+            "msewatch._fastpath",
+            sources=[FASTPATH_SOURCE],
+            define_macros=[("FASTPATH_SOURCE_HASH", f'"{_source_crc()}"')],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ],
+)

@@ -447,6 +447,11 @@ def run_pcaps(
     A PcapError propagates after every verdict decided so far has been yielded; the
     caller decides whether to `engine.flush()` the flows still open.
     """
+    from . import fastpath
+
+    if fastpath.usable(engine):  # the compiled packet path (msewatch/fastpath.py): same verdicts
+        yield from fastpath.run_pcaps(paths, engine, progress, read_stats)
+        return
     from .sources.pcap import ReadStats, iter_packets
 
     for path in paths:
