@@ -9,10 +9,14 @@ DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 # Two stamps: `make demo` needs only the package and its runtime dependencies (.venv/.base);
 # `make setup` / `make test` add the test extra (pytest, btest, playwright ...: .venv/.test).
 # Debian's python3 needs python3-venv for `-m venv`; setup-system.sh installs it when root.
-$(VENV)/.base: pyproject.toml setup.py
+# The C packet path (setup.py, bridge/msewatch/_fastpath.c) needs gcc and the Python headers;
+# without them the install still succeeds with the pure-Python path, and the last line says so.
+$(VENV)/.base: pyproject.toml setup.py bridge/msewatch/_fastpath.c
 	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && tools/setup-system.sh venv && $(PY) -m venv $(VENV))
+	@tools/setup-system.sh build $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
+	@$(BIN)/python -c 'from msewatch.fastpath import status; print(status())'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base

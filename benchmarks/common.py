@@ -269,11 +269,12 @@ def load_corpus(files: Sequence[Path], stagger: float = 0.05) -> list[_BasePacke
 
 
 def build_bench_capture(target_packets: int = 400_000, dt: float = 0.25,
-                        t0: float = 1_700_000_000.0) -> Path:
+                        t0: float = 1_700_000_000.0, out: Path = OUT) -> Path:
     """benchmarks/out/corpus_x<copies>_<hash>.pcap: the merged corpus repeated until it holds at
     least `target_packets` records, copy k shifted by k*dt seconds and with its private addresses
     shifted by k, so every copy's flows are distinct 5-tuples and copies overlap in time.
-    Cached: rebuilt only when the corpus or the parameters change."""
+    Cached: rebuilt only when the corpus or the parameters change. `out`: another directory
+    (tests build small ones in their own temporary directory)."""
     import dpkt
 
     files = corpus_files()
@@ -284,11 +285,11 @@ def build_bench_capture(target_packets: int = 400_000, dt: float = 0.25,
         st = p.stat()
         h.update(f"{p.name} {st.st_size} {st.st_mtime_ns}".encode())
     tag = h.hexdigest()[:12]
-    OUT.mkdir(parents=True, exist_ok=True)
-    existing = list(OUT.glob(f"corpus_x*_{tag}.pcap"))
+    out.mkdir(parents=True, exist_ok=True)
+    existing = list(out.glob(f"corpus_x*_{tag}.pcap"))
     if existing:
         return existing[0]
-    for old in OUT.glob("corpus_x*_*.pcap"):
+    for old in out.glob("corpus_x*_*.pcap"):
         old.unlink()
     t_start = time.perf_counter()
     base = load_corpus(files)
@@ -297,7 +298,7 @@ def build_bench_capture(target_packets: int = 400_000, dt: float = 0.25,
     copies = -(-target_packets // len(base))
     if copies > 65535:
         raise SystemExit("corpus too small to repeat into a benchmark capture")
-    final = OUT / f"corpus_x{copies}_{tag}.pcap"
+    final = out / f"corpus_x{copies}_{tag}.pcap"
     tmp = final.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         w = dpkt.pcap.Writer(f, snaplen=262144, linktype=1)
@@ -305,7 +306,7 @@ def build_bench_capture(target_packets: int = 400_000, dt: float = 0.25,
                                      key=lambda x: x[0]):
             w.writepkt(frame, ts=ts)
     os.replace(tmp, final)
-    print(f"built {final.relative_to(REPO)}: {len(files)} corpus files, {len(base)} packets x {copies} copies"
+    print(f"built {final}: {len(files)} corpus files, {len(base)} packets x {copies} copies"
           f" in {time.perf_counter() - t_start:.1f}s", flush=True)
     return final
 

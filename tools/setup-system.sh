@@ -15,6 +15,22 @@ if [ "${1:-}" = venv ]; then
   echo "setup-system: python3 -m venv failed; install python3-venv (as root: apt-get install python3-venv)" >&2
   exit 1
 fi
+if [ "${1:-}" = build ]; then
+  # a C compiler and the Python headers, for the compiled packet path (make setup calls this;
+  # without them msewatch installs with its pure-Python packet path)
+  py="${2:-python3}"
+  inc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)"
+  command -v gcc >/dev/null || command -v cc >/dev/null || need+=(gcc)
+  [ -n "$inc" ] && [ -f "$inc/Python.h" ] || need+=(python3-dev)
+  [ ${#need[@]} -eq 0 ] && exit 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+      && echo "setup-system: installed ${need[*]} (to build the compiled packet path)" && exit 0
+  fi
+  echo "setup-system: no ${need[*]}: msewatch installs with its pure-Python packet path (slower);" \
+       "as root: apt-get install ${need[*]}, then make setup" >&2
+  exit 0
+fi
 command -v suricata >/dev/null || need+=(suricata)
 command -v ndpiReader >/dev/null || need+=(libndpi-bin)
 command -v jq >/dev/null || need+=(jq)

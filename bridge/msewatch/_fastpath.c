@@ -209,7 +209,7 @@ typedef struct Flow {
     Ev *ev;
     uint32_t hash;
     uint16_t op, rp, nb;
-    uint8_t proto, alen, st, foreign;
+    uint8_t proto, alen, st, spare;
     uint8_t oh[16], rh[16];
 } Flow;
 
@@ -230,8 +230,12 @@ typedef struct {
     double tcp_timeout, udp_timeout, min_timeout, sweep_every, next_sweep;
     int size_from_headers;
     PyObject *emit_cb, *sweep_cb;
-    /* --jobs: this table emits only flows whose scoring host falls in shard `shard_k` of `shard_n` */
-    int shard_k, shard_n;
+    /* --jobs (msewatch/jobs.py). Planning pass: `record` is a list, and each emission appends
+     * (scoring host, other local endpoint or None) to it instead of calling emit. Worker pass:
+     * `owners` holds the shard of every emission in order; only shard `shard_k`'s are emitted. */
+    PyObject *record;
+    PyObject *owners;
+    int shard_k;
     Net *nets;
     int nnets;
     /* counters the driver adds to EngineStats */
@@ -276,14 +280,6 @@ static uint32_t endpoint_pair_hash(int proto, int alen, const uint8_t *a, unsign
         h = mix64(h);
     }
     return (uint32_t)(h ^ (h >> 32));
-}
-
-/* the shard of a host: FNV-1a over its address bytes (stable across processes) */
-static unsigned shard_of(const uint8_t *a, int alen, unsigned n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (int i = 0; i < alen; i++) { h ^= a[i]; h *= 0x100000001b3ULL; }
-    return (unsigned)(h % n);
 }
 
 static int is_local(const FlowTable *t, const uint8_t *a, int alen)
@@ -408,6 +404,25 @@ static PyObject *addr_bytes(const uint8_t *a, int alen)
     return PyBytes_FromStringAndSize((const char *)a, alen);
 }
 
+/* the planning pass: who decides this flow (Engine.process_evidence's scoring host) and the
+ * other endpoint when it is local too (its host state is touched by the same decision) */
+static int record_emission(FlowTable *t, Flow *f)
+{
+    int ol = is_local(t, f->oh, f->alen), rl = is_local(t, f->rh, f->alen);
+    const uint8_t *host = (ol || !rl) ? f->oh : f->rh;
+    PyObject *h = addr_bytes(host, f->alen), *other;
+    if (!h) return -1;
+    if (ol && rl) other = addr_bytes(host == f->oh ? f->rh : f->oh, f->alen);
+    else { Py_INCREF(Py_None); other = Py_None; }
+    PyObject *item = other ? PyTuple_Pack(2, h, other) : NULL;
+    Py_DECREF(h);
+    Py_XDECREF(other);
+    if (!item) return -1;
+    int rc = PyList_Append(t->record, item);
+    Py_DECREF(item);
+    return rc;
+}
+
 /* Engine._emit for f: mark it decided, free its evidence, and (unless it belongs to another
  * shard) call emit(seq, skipped, now, proto, oh, op, rh, rp, ts, last, sizes, times, nb,
  * oheads, rheads, opkts, rpkts, obytes, rbytes, st). */
@@ -416,7 +431,16 @@ static int emit(FlowTable *t, Flow *f)
     uint8_t st = f->st;
     f->st |= S_DONE;
     unsigned long long seq = t->seq++;
-    if (f->foreign) {
+    int foreign = 0;
+    if (t->record) {
+        foreign = 1;
+        if (record_emission(t, f) < 0) return -1;
+    } else if (t->owners) {
+        Py_ssize_t n = PyBytes_GET_SIZE(t->owners);
+        int shard = (Py_ssize_t)seq < n ? ((const uint8_t *)PyBytes_AS_STRING(t->owners))[seq] : 0;
+        foreign = shard != t->shard_k;
+    }
+    if (foreign) {
         ev_free(f->ev);
         f->ev = NULL;
         t->skipped++;
@@ -528,12 +552,6 @@ static Flow *new_flow(FlowTable *t, const Pkt *p, uint32_t hash)
     } else {
         memcpy(f->oh, p->src, p->alen); f->op = (uint16_t)p->sport;
         memcpy(f->rh, p->dst, p->alen); f->rp = (uint16_t)p->dport;
-    }
-    if (t->shard_n > 1) {
-        /* Engine.process_evidence's scoring host: orig when local (or when resp is not) */
-        int local = is_local(t, f->oh, f->alen) || !is_local(t, f->rh, f->alen);
-        const uint8_t *host = local ? f->oh : f->rh;
-        f->foreign = shard_of(host, f->alen, (unsigned)t->shard_n) != (unsigned)t->shard_k;
     }
     if (t->count >= t->max_flows && t->head) {
         Flow *old = t->head;
@@ -683,21 +701,25 @@ static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"max_packets", "max_bursts", "head_bytes", "udp_heads", "max_age",
                              "max_flows", "tcp_timeout", "udp_timeout", "sweep_every", "next_sweep",
-                             "emit", "sweep", "size_from_headers", "shard_k", "shard_n", "local_nets", NULL};
+                             "emit", "sweep", "size_from_headers", "record", "local_nets", "owners", "shard_k",
+                             NULL};
     Py_ssize_t max_flows;
-    PyObject *emit_cb, *sweep_cb, *nets = Py_None;
+    PyObject *emit_cb, *sweep_cb, *nets = Py_None, *record = Py_None, *owners = Py_None;
     t->shard_k = 0;
-    t->shard_n = 1;
     t->size_from_headers = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiidnddddOO|piiO", kwlist, &t->max_packets, &t->max_bursts,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiidnddddOO|pOOOi", kwlist, &t->max_packets, &t->max_bursts,
                                      &t->head_bytes, &t->udp_heads, &t->max_age, &max_flows, &t->tcp_timeout,
                                      &t->udp_timeout, &t->sweep_every, &t->next_sweep, &emit_cb, &sweep_cb,
-                                     &t->size_from_headers, &t->shard_k, &t->shard_n, &nets))
+                                     &t->size_from_headers, &record, &nets, &owners, &t->shard_k))
         return -1;
+    if ((record != Py_None && !PyList_Check(record)) || (owners != Py_None && !PyBytes_Check(owners))) {
+        PyErr_SetString(PyExc_TypeError, "FlowTable: record must be a list and owners bytes");
+        return -1;
+    }
     if (t->buckets) { PyErr_SetString(PyExc_RuntimeError, "FlowTable already initialised"); return -1; }
     if (t->max_packets < 1 || t->max_packets > 65535 || t->max_bursts < 1 || t->max_bursts > 65535 ||
         t->head_bytes < 0 || t->udp_heads < 1 || t->udp_heads > 255 || max_flows < 1 ||
-        t->shard_n < 1 || t->shard_k < 0 || t->shard_k >= t->shard_n) {
+        t->shard_k < 0 || t->shard_k > 255) {
         PyErr_SetString(PyExc_ValueError, "FlowTable: parameter out of range");
         return -1;
     }
@@ -714,6 +736,8 @@ static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kw)
     t->emit_cb = emit_cb;
     Py_INCREF(sweep_cb);
     t->sweep_cb = sweep_cb;
+    if (record != Py_None) { Py_INCREF(record); t->record = record; }
+    if (owners != Py_None) { Py_INCREF(owners); t->owners = owners; }
     return nets_from_list(t, nets);
 }
 
@@ -735,6 +759,8 @@ static int FlowTable_traverse(FlowTable *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->emit_cb);
     Py_VISIT(t->sweep_cb);
+    Py_VISIT(t->record);
+    Py_VISIT(t->owners);
     return 0;
 }
 
@@ -742,6 +768,8 @@ static int FlowTable_clear(FlowTable *t)
 {
     Py_CLEAR(t->emit_cb);
     Py_CLEAR(t->sweep_cb);
+    Py_CLEAR(t->record);
+    Py_CLEAR(t->owners);
     return 0;
 }
 
@@ -1402,20 +1430,7 @@ static PyTypeObject ReaderType = {
 
 /* ------------------------------------------------------------------ module */
 
-static PyObject *mod_shard_of(PyObject *m, PyObject *args)
-{
-    Py_buffer a;
-    int n;
-    if (!PyArg_ParseTuple(args, "y*i", &a, &n)) return NULL;
-    if (n < 1) { PyBuffer_Release(&a); PyErr_SetString(PyExc_ValueError, "n must be >= 1"); return NULL; }
-    unsigned s = shard_of(a.buf, (int)a.len, (unsigned)n);
-    PyBuffer_Release(&a);
-    return PyLong_FromUnsignedLong(s);
-}
-
-static PyMethodDef module_methods[] = {
-    {"shard_of", mod_shard_of, METH_VARARGS, "shard_of(address bytes, n): the --jobs shard of a host"},
-    {NULL}};
+static PyMethodDef module_methods[] = {{NULL}};
 
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "msewatch._fastpath", "The offline packet path in C (see msewatch.fastpath).", -1,

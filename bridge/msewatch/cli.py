@@ -114,7 +114,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     bad = _bad_input(args.pcap)
     if bad:
         return _die(bad, EXIT_INPUT)
-    engine = Engine(cfg)
+    sharded = None
+    if args.jobs != 1:  # deciding split over N processes by local host (msewatch/jobs.py)
+        from .jobs import ShardedRun, effective_jobs
+
+        jobs, why = effective_jobs(args.jobs)
+        if why:
+            print(f"msewatch: {why}", file=sys.stderr)
+        if jobs > 1:
+            sharded = ShardedRun(cfg, jobs, args.pcap)
+    engine = sharded or Engine(cfg)  # both have flush() for the verdicts after an error
     fmt = _formatter(args.format)
     out = _open_out(args.output)
     progress, close_bar = _progress_factory(args.pcap, not args.no_progress and sys.stderr.isatty())
@@ -129,7 +138,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         try:
-            for v in run_pcaps(args.pcap, engine, progress, read_stats):
+            if sharded:
+                verdicts = sharded.run(progress, read_stats)
+            else:
+                verdicts = run_pcaps(args.pcap, engine, progress, read_stats)
+            for v in verdicts:
                 write(v)
         except PcapError as e:
             # keep what was decided; decide the open flows on the evidence they have
@@ -278,6 +291,16 @@ def cmd_default_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 0, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="msewatch", description=DESCRIPTION,
@@ -301,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-q", "--quiet", action="store_true", help="no summary table on stderr")
     a.add_argument("--no-progress", action="store_true", help="never show a progress bar (shown on a terminal after 2 s)")
     _format_option(a, "JSON lines written")
+    a.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                   help="decide flows in N processes, split by local host (0: one per CPU; default 1)")
     a.set_defaults(func=cmd_analyze)
 
     e = cmd("evidence", "print the per-flow evidence (docs/evidence.md) extracted from pcaps",

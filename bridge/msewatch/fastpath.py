@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .verdict import FlowVerdict, HostVerdict
 
-__all__ = ["available", "status", "usable", "run_pcaps", "make_table", "hand_back", "BATCH", "PAUSE"]
+__all__ = ["available", "status", "usable", "usable_at_all", "run_pcaps", "make_table", "hand_back", "BATCH", "PAUSE"]
 
 BATCH = 1 << 16  # packets per C call: bounds the time between signal checks and progress updates
 PAUSE = 256  # pending verdicts at which the C loop returns so they are yielded (bounded memory)
@@ -111,11 +111,16 @@ def _constants_agree() -> bool:
 _PACKET_PATH = ("process_packet", "_new_flow", "_retire", "_finish", "_sweep", "snapshot")
 
 
+def usable_at_all() -> bool:
+    """Is the compiled path built, current and not switched off?"""
+    return not os.environ.get("MSEWATCH_PURE_PYTHON") and available()
+
+
 def usable(engine: "Engine") -> bool:
     """Can `run_pcaps` feed this engine from C?"""
     from .engine import Engine
 
-    if os.environ.get("MSEWATCH_PURE_PYTHON") or not available():
+    if not usable_at_all():
         return False
     cls = type(engine)
     if any(getattr(cls, m) is not getattr(Engine, m) for m in _PACKET_PATH):
@@ -129,12 +134,11 @@ class _UidSink:
     __slots__ = ("uid",)
 
 
-def make_table(engine: "Engine", shard: tuple[int, int] | None = None, own: Callable | None = None):
+def make_table(engine: "Engine", own: Callable | None = None, **extra):
     """A C FlowTable with the engine's budgets and limits that emits into the engine.
 
-    shard=(k, n): --jobs; the table tracks every flow (so LRU, timeouts and uids follow the
-    whole capture) but emits only flows whose scoring host falls in shard k; `own(seq, f)`
-    is then called instead of Engine._emit with the global emission number."""
+    own(seq, f), when given, is called instead of Engine._emit with the global emission number
+    (--jobs); extra keyword arguments go to the FlowTable (record/owners/shard_k/local_nets)."""
     from .engine import _Flow
 
     Flow = _Flow
@@ -171,10 +175,6 @@ def make_table(engine: "Engine", shard: tuple[int, int] | None = None, own: Call
             engine.now = now
         engine._expire_peer_cache(ts)
 
-    nets = None
-    k, n = shard or (0, 1)
-    if n > 1:
-        nets = [(net.network_address.packed, net.prefixlen) for net in engine._local_nets]
     return _c.FlowTable(
         max_packets=engine._max_packets,
         max_bursts=engine._max_bursts,
@@ -188,9 +188,7 @@ def make_table(engine: "Engine", shard: tuple[int, int] | None = None, own: Call
         next_sweep=engine._next_sweep,
         emit=emit,
         sweep=sweep,
-        shard_k=k,
-        shard_n=n,
-        local_nets=nets,
+        **extra,
     )
 
 
