@@ -177,7 +177,7 @@ static int decode(const uint8_t *buf, Py_ssize_t off, Py_ssize_t end, int kind, 
         if (udp_len) {
             if (udp_len < 8) { st->bad++; return 0; }
             if (l4 + (Py_ssize_t)udp_len < ip_end) ip_end = l4 + udp_len;
-            wire_end = l4 + udp_len;
+            if (l4 + (Py_ssize_t)udp_len < wire_end) wire_end = l4 + udp_len;
         }
         p->proto = 17;
         p->sport = be16(buf + l4);

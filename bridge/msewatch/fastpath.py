@@ -176,6 +176,7 @@ def make_table(engine: "Engine", own: Callable | None = None, **extra):
         engine._expire_peer_cache(ts)
 
     return _c.FlowTable(
+        size_from_headers=_sizes_from_headers(),
         max_packets=engine._max_packets,
         max_bursts=engine._max_bursts,
         head_bytes=engine._head,
@@ -190,6 +191,16 @@ def make_table(engine: "Engine", own: Callable | None = None, **extra):
         sweep=sweep,
         **extra,
     )
+
+
+def _sizes_from_headers() -> bool:
+    """Does Engine.process_packet count the payload length the headers announce (its `length`
+    argument, issue 10) rather than the captured bytes? The C table follows it."""
+    import inspect
+
+    from .engine import Engine
+
+    return "length" in inspect.signature(Engine.process_packet).parameters
 
 
 def sync_counters(table, engine: "Engine") -> None:
