@@ -1456,7 +1456,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     }
 #ifdef FASTPATH_SOURCE_HASH
-    /* setup.py: sha256 of this file, so a development checkout notices a stale build */
+    /* setup.py: CRC-32 of this file, so a development checkout notices a stale build */
     if (PyModule_AddStringConstant(m, "SOURCE_HASH", FASTPATH_SOURCE_HASH) < 0) {
         Py_DECREF(m);
         return NULL;

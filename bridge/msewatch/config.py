@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_zeek import LogConfig, MetricsConfig, ZeekConfig
@@ -223,6 +222,8 @@ def load_config(path: str | Path | None) -> Config:
         text = p.read_text()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+    import yaml  # only for a config file: `msewatch analyze` without -c starts without it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

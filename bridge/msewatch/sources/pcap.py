@@ -27,7 +27,8 @@ Ethernet packets, 90 MB; one core, CPython 3.11, dpkt 1.9.8; best of 3), packets
   `InterfaceDescriptionBlock(LE)` parses the IDB options (if_tsresol, if_tsoffset).
   dpkt.pcapng.Reader itself cannot be used: it honours only the *first* IDB (one link type and one
   tsresol for the whole file), ignores the EPB interface id and drops Simple Packet Blocks.
-* dpkt supplies the magic numbers (pcap and pcapng) for format detection.
+* The magic numbers (pcap and pcapng) are dpkt's (tests/sources checks that they agree); dpkt itself
+  is imported only for a pcapng interface block, so `msewatch analyze` on a pcap starts without it.
 * L2/L3/L4 headers are decoded by hand on offsets into the record buffer, so only the addresses
   and the payload are copied. The benchmark checks first that both paths yield identical tuples.
 """
@@ -40,9 +41,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import dpkt
-from dpkt import pcap as _dpkt_pcap
-from dpkt import pcapng as _dpkt_pcapng
 
 __all__ = [
     "Packet",
@@ -300,15 +298,16 @@ def _decode(
 # pcap magic as read big-endian from the first 4 bytes -> (record header byte order, ts divisor,
 # record header length). MODPCAP (Alexey Kuznetzov's patched libpcap) has 8 more bytes per record.
 _PCAP_MAGICS: dict[int, tuple[str, float, int]] = {
-    _dpkt_pcap.TCPDUMP_MAGIC: (">", 1e6, 16),
-    _dpkt_pcap.PMUDPCT_MAGIC: ("<", 1e6, 16),
-    _dpkt_pcap.TCPDUMP_MAGIC_NANO: (">", 1e9, 16),
-    _dpkt_pcap.PMUDPCT_MAGIC_NANO: ("<", 1e9, 16),
-    _dpkt_pcap.MODPCAP_MAGIC: (">", 1e6, 24),
-    _dpkt_pcap.PACPDOM_MAGIC: ("<", 1e6, 24),
+    0xA1B2C3D4: (">", 1e6, 16),  # dpkt.pcap.TCPDUMP_MAGIC
+    0xD4C3B2A1: ("<", 1e6, 16),  # PMUDPCT_MAGIC
+    0xA1B23C4D: (">", 1e9, 16),  # TCPDUMP_MAGIC_NANO
+    0x4D3CB2A1: ("<", 1e9, 16),  # PMUDPCT_MAGIC_NANO
+    0xA1B2CD34: (">", 1e6, 24),  # MODPCAP_MAGIC
+    0x34CDB2A1: ("<", 1e6, 24),  # PACPDOM_MAGIC
 }
-_PCAPNG_SHB = _dpkt_pcapng.PCAPNG_BT_SHB  # 0x0A0D0D0A, the same in both byte orders
-_PCAPNG_BOM = _dpkt_pcapng.BYTE_ORDER_MAGIC  # 0x1A2B3C4D
+_PCAPNG_SHB = 0x0A0D0D0A  # dpkt.pcapng.PCAPNG_BT_SHB, the same in both byte orders
+_PCAPNG_BOM = 0x1A2B3C4D  # dpkt.pcapng.BYTE_ORDER_MAGIC
+_PCAPNG_VERSION_MAJOR = 1  # dpkt.pcapng.PCAPNG_VERSION_MAJOR
 
 
 def _link_kind(name: str, linktype: int, where: str = "") -> int:
@@ -465,6 +464,9 @@ class _Interface:
 
 
 def _parse_idb(block: bytes, little: bool, name: str, offset: int) -> _Interface:
+    import dpkt  # here, not at the top: a pcap file never needs it (start-up time)
+    from dpkt import pcapng as _dpkt_pcapng
+
     if little:
         cls = _dpkt_pcapng.InterfaceDescriptionBlockLE
     else:
@@ -620,7 +622,7 @@ def _iter_pcapng(f: BinaryIO, name: str, head: bytes, stats: ReadStats) -> Itera
                     f" (total length {blen})"
                 )
             major = u16(buf, body + 4)[0]
-            if major != _dpkt_pcapng.PCAPNG_VERSION_MAJOR:
+            if major != _PCAPNG_VERSION_MAJOR:
                 raise PcapError(
                     f"{name}: unsupported pcapng version {major} at byte offset {offset}"
                 )
