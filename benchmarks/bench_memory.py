@@ -1,6 +1,6 @@
 """Peak memory of the engine's flow table with 1,000,000 distinct flows, against a plain dict floor.
 
-    .venv/bin/python benchmarks/bench_memory.py [--flows N] [--hosts H]
+    .venv/bin/python benchmarks/bench_memory.py [--flows N] [--hosts H] [--path python,c] [--smoke]
 
 Engine.process_packet is fed directly (no pcap): every flow is a TCP SYN from a local host
 (10.x, one of --hosts) to a distinct remote address, then one 100-byte payload packet from the
@@ -16,6 +16,10 @@ and is still open. Each scenario runs in a fresh child process and reads its own
              decided. RSS is sampled every 200k flows and must stay flat after the table is full
   full       100k flows each holding a full evidence budget (31 payload packets in 8 bursts and a
              256-byte head each way): the per-flow worst case before the budget is spent
+
+Each engine scenario runs for both packet paths: `python` (Engine.process_packet) and `c` (the
+compiled flow table of msewatch.fastpath, fed the same packets through FlowTable.packet, which
+`msewatch analyze` uses when the extension is built).
 
 The packet tuples (addresses, payloads) are made per flow inside the measured window, as a packet
 source would make them; the payload bytes the engine keeps are distinct objects per flow.
@@ -62,6 +66,26 @@ def flow_endpoints(i: int, hosts: int) -> tuple[bytes, int, bytes, int]:
     return src, 1024 + (i // hosts) % 60000, dst, 6881 if i & 1 else 443
 
 
+class Feed:
+    """The packet path under test: Engine.process_packet, or the compiled table feeding the engine."""
+
+    def __init__(self, max_flows: int | None, path: str) -> None:
+        self.eng = make_engine(max_flows)
+        self.table = None
+        if path == "c":
+            from msewatch import fastpath
+
+            if not fastpath.available():
+                raise SystemExit(f"the compiled packet path is not available: {fastpath.status()}")
+            self.table = fastpath.make_table(self.eng)
+            self.proc = self.table.packet
+        else:
+            self.proc = self.eng.process_packet
+
+    def tracked(self) -> int:
+        return self.table.tracked if self.table is not None else len(self.eng.flows)
+
+
 def make_engine(max_flows: int | None):
     from msewatch.config import Config, FlowTableConfig
     from msewatch.engine import Engine
@@ -72,7 +96,7 @@ def make_engine(max_flows: int | None):
     return Engine(Config(flow_table=ft))
 
 
-def child_floor(n: int, hosts: int) -> dict:
+def child_floor(n: int, hosts: int, path: str) -> dict:
     gc.collect()
     before, _ = rss_kib()
     t0 = time.perf_counter()
@@ -87,9 +111,9 @@ def child_floor(n: int, hosts: int) -> dict:
     return {"flows": n, "tracked": len(table), "before": before, "after": after, "hwm": hwm, "secs": el}
 
 
-def child_unbounded(n: int, hosts: int) -> dict:
-    eng = make_engine(n + 16)
-    proc = eng.process_packet
+def child_unbounded(n: int, hosts: int, path: str) -> dict:
+    feed = Feed(n + 16, path)
+    eng, proc = feed.eng, feed.proc
     gc.collect()
     before, _ = rss_kib()
     t0 = time.perf_counter()
@@ -102,13 +126,13 @@ def child_unbounded(n: int, hosts: int) -> dict:
     el = time.perf_counter() - t0
     gc.collect()
     after, hwm = rss_kib()
-    return {"flows": n, "tracked": len(eng.flows), "before": before, "after": after, "hwm": hwm, "secs": el,
+    return {"flows": n, "tracked": feed.tracked(), "before": before, "after": after, "hwm": hwm, "secs": el,
             "evicted": eng.stats.flows_evicted}
 
 
-def child_bounded(n: int, hosts: int) -> dict:
-    eng = make_engine(None)
-    proc = eng.process_packet
+def child_bounded(n: int, hosts: int, path: str) -> dict:
+    feed = Feed(None, path)
+    eng, proc = feed.eng, feed.proc
     gc.collect()
     before, _ = rss_kib()
     samples = []
@@ -123,22 +147,23 @@ def child_bounded(n: int, hosts: int) -> dict:
         if eng.pending:
             eng.drain()  # a consumer takes the verdicts
         if (i + 1) % step == 0:
-            samples.append((i + 1, rss_kib()[0], len(eng.flows), len(getattr(eng, "_local_cache", ()))))
+            samples.append((i + 1, rss_kib()[0], feed.tracked(), len(getattr(eng, "_local_cache", ()))))
     el = time.perf_counter() - t0
     after, hwm = rss_kib()
-    return {"flows": n, "tracked": len(eng.flows), "before": before, "after": after, "hwm": hwm, "secs": el,
+    return {"flows": n, "tracked": feed.tracked(), "before": before, "after": after, "hwm": hwm, "secs": el,
             "evicted": eng.stats.flows_evicted, "samples": samples, "hosts": len(eng.hosts.hosts),
             "max_flows": eng.cfg.flow_table.max_flows,
             # the engine's other tables, to tell what grows when the flow table does not
             "local_cache": len(getattr(eng, "_local_cache", ())), "peer_cache": len(getattr(eng, "_peer_cache", ()))}
 
 
-def child_full(n: int, hosts: int) -> dict:
+def child_full(n: int, hosts: int, path: str) -> dict:
     """Each flow: SYN, SYN/ACK, then 31 payload packets in 8 direction runs (4+4+4+4+4+4+4+3)."""
-    eng = make_engine(n + 16)
+    feed = Feed(n + 16, path)
+    eng = feed.eng
     if eng.cfg.budget.max_packets != 32 or eng.cfg.budget.max_bursts != 8:
         raise SystemExit("the 'full' scenario assumes the default budget (32 packets, 8 bursts)")
-    proc = eng.process_packet
+    proc = feed.proc
     runs = (4, 4, 4, 4, 4, 4, 4, 3)
     gc.collect()
     before, _ = rss_kib()
@@ -162,11 +187,15 @@ def child_full(n: int, hosts: int) -> dict:
     el = time.perf_counter() - t0
     gc.collect()
     after, hwm = rss_kib()
+    if feed.table is not None:
+        from msewatch import fastpath
+
+        fastpath.hand_back(feed.table, eng)  # after the measurement: to check the flows' state
     f = next(iter(eng.flows.values()))
     from msewatch.engine import _S_DONE
 
     done = bool(f.st & _S_DONE)
-    if done or len(f.sizes) != 31 or f.nb != 8:
+    if done or len(f.sizes) != 31 or f.nb != 8 or eng.stats.evidence_emitted:
         raise SystemExit(f"full scenario: flow not at the budget edge (done={done}, {len(f.sizes)} sizes)")
     return {"flows": n, "tracked": len(eng.flows), "before": before, "after": after, "hwm": hwm, "secs": el}
 
@@ -174,9 +203,9 @@ def child_full(n: int, hosts: int) -> dict:
 CHILDREN = {"floor": child_floor, "unbounded": child_unbounded, "bounded": child_bounded, "full": child_full}
 
 
-def run_scenario(name: str, n: int, hosts: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", name, "--flows", str(n), "--hosts", str(hosts)],
-                         capture_output=True, text=True)
+def run_scenario(name: str, n: int, hosts: int, path: str = "python") -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", name, "--flows", str(n), "--hosts", str(hosts),
+                          "--path", path], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"scenario {name} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -187,30 +216,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flows", type=int, default=1_000_000)
     ap.add_argument("--hosts", type=int, default=1024, help="distinct local hosts the flows come from")
     ap.add_argument("--full-flows", type=int, default=100_000, help="flows in the full-budget scenario")
+    ap.add_argument("--path", default="python,c", help="packet paths to measure: python, c or both")
+    ap.add_argument("--smoke", action="store_true", help="CI: 20k flows, nothing asserted about the numbers")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
-        print(json.dumps(CHILDREN[args.child](args.flows, args.hosts)))
+        print(json.dumps(CHILDREN[args.child](args.flows, args.hosts, args.path)))
         return 0
+    if args.smoke:
+        args.flows, args.full_flows = 20_000, 5_000
+    paths = [p for p in args.path.split(",") if p]
+    if "c" in paths:
+        from msewatch import fastpath
+
+        if not fastpath.available():
+            print(f"skipping the compiled path: {fastpath.status()}")
+            paths.remove("c")
 
     print(common.machine_line())
     n = args.flows
     print(f"{n:,} distinct TCP flows (SYN + one 100-byte payload each) from {args.hosts} local hosts;"
           " each scenario in a fresh process\n")
-    res = {}
-    for name, count in (("floor", n), ("unbounded", n), ("full", args.full_flows), ("bounded", n)):
-        res[name] = r = run_scenario(name, count, args.hosts)
+    res = {"floor": run_scenario("floor", n, args.hosts)}
+    for path in paths:
+        for name, count in (("unbounded", n), ("full", args.full_flows), ("bounded", n)):
+            res[f"{name} {path}"] = run_scenario(name, count, args.hosts, path)
+    for r in res.values():
         r["per_flow"] = (r["after"] - r["before"]) * 1024 / max(r["tracked"], 1)
     floor = res["floor"]["per_flow"]
-    print(f"{'scenario':10} {'flows':>9} {'tracked':>9} {'RSS before':>11} {'RSS after':>10} {'peak':>8}"
+    print(f"{'scenario':17} {'flows':>9} {'tracked':>9} {'RSS before':>11} {'RSS after':>10} {'peak':>8}"
           f" {'B/tracked flow':>15} {'vs floor':>9} {'secs':>6}")
-    for name in ("floor", "unbounded", "full", "bounded"):
-        r = res[name]
-        print(f"{name:10} {r['flows']:9,} {r['tracked']:9,} {r['before'] / 1024:9.1f}Mi {r['after'] / 1024:8.1f}Mi"
+    for name, r in res.items():
+        print(f"{name:17} {r['flows']:9,} {r['tracked']:9,} {r['before'] / 1024:9.1f}Mi {r['after'] / 1024:8.1f}Mi"
               f" {r['hwm'] / 1024:6.0f}Mi {r['per_flow']:15,.0f} {r['per_flow'] / floor:8.2f}x {r['secs']:6.1f}")
-    b = res["bounded"]
-    print(f"\nbounded (max_flows {b['max_flows']:,}): {b['evicted']:,} flows evicted and decided,"
+    for path in paths:
+        report_path(res, path, n, floor)
+    return 0
+
+
+def report_path(res: dict, path: str, n: int, floor: float) -> None:
+    b = res[f"bounded {path}"]
+    print(f"\n{path} packet path:")
+    print(f"  bounded (max_flows {b['max_flows']:,}): {b['evicted']:,} flows evicted and decided,"
           f" {b['hosts']:,} hosts in the host model, {b['peer_cache']:,} peer-cache entries")
     print(f"  {'flows seen':>10} {'RSS':>9} {'tracked':>9} {'local-address cache':>20}")
     for seen, rss, tracked, lc in b["samples"]:
@@ -218,15 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     s = b["samples"]
     growth = (s[-1][1] - s[0][1]) / 1024
     print(f"  RSS growth from {s[0][0]:,} to {s[-1][0]:,} flows: {growth:+.1f} MiB")
-    per = res["unbounded"]["per_flow"]
+    per = res[f"unbounded {path}"]["per_flow"]
+    full = res[f"full {path}"]["per_flow"]
     verdict = "meets" if per < 1024 else "MISSES"
-    print(f"\nbytes per tracked flow: {per:,.0f} (target < 1024: {verdict} it); floor dict {floor:,.0f};"
-          f" ratio engine/floor {per / floor:.2f}; full budget {res['full']['per_flow']:,.0f}")
-    common.summary("memory bytes per tracked flow", f"{per:,.0f} (target < 1024: {verdict}); "
-                   f"{per / floor:.2f}x a plain dict ({floor:,.0f}); full budget {res['full']['per_flow']:,.0f}")
-    common.summary(f"memory bounded {n:,} flows", f"RSS {growth:+.1f} MiB from {s[0][0]:,} to {s[-1][0]:,} flows"
-                   f" (max_flows {b['max_flows']:,})")
-    return 0
+    print(f"  bytes per tracked flow: {per:,.0f} (target < 1024: {verdict} it); floor dict {floor:,.0f};"
+          f" ratio engine/floor {per / floor:.2f}; full budget {full:,.0f}")
+    common.summary(f"memory bytes per tracked flow ({path})", f"{per:,.0f} (target < 1024: {verdict}); "
+                   f"{per / floor:.2f}x a plain dict ({floor:,.0f}); full budget {full:,.0f}")
+    common.summary(f"memory bounded {n:,} flows ({path})", f"RSS {growth:+.1f} MiB from {s[0][0]:,} to"
+                   f" {s[-1][0]:,} flows (max_flows {b['max_flows']:,})")
 
 
 if __name__ == "__main__":

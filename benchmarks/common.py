@@ -70,17 +70,18 @@ class ChildRun:
     returncode: int
 
 
-def run_child(cmd: Sequence[str]) -> ChildRun:
+def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> ChildRun:
     """Run `cmd` with stdout/stderr discarded; wall time plus the CPU the child used.
 
     CPU comes from getrusage(RUSAGE_CHILDREN) deltas around the run (the child's whole process
     tree); peak RSS from wait4's per-child rusage (RUSAGE_CHILDREN's maxrss is a running maximum
-    over all children ever reaped, so it cannot be differenced)."""
+    over all children ever reaped, so it cannot be differenced). `env`: variables added to ours."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={**os.environ, **env} if env else None)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
