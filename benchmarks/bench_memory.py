@@ -85,6 +85,13 @@ class Feed:
     def tracked(self) -> int:
         return self.table.tracked if self.table is not None else len(self.eng.flows)
 
+    def sync(self) -> None:
+        """The C table's counters (evictions, timeouts) into the engine's stats."""
+        if self.table is not None:
+            from msewatch import fastpath
+
+            fastpath.sync_counters(self.table, self.eng)
+
 
 def make_engine(max_flows: int | None):
     from msewatch.config import Config, FlowTableConfig
@@ -150,6 +157,7 @@ def child_bounded(n: int, hosts: int, path: str) -> dict:
             samples.append((i + 1, rss_kib()[0], feed.tracked(), len(getattr(eng, "_local_cache", ()))))
     el = time.perf_counter() - t0
     after, hwm = rss_kib()
+    feed.sync()
     return {"flows": n, "tracked": feed.tracked(), "before": before, "after": after, "hwm": hwm, "secs": el,
             "evicted": eng.stats.flows_evicted, "samples": samples, "hosts": len(eng.hosts.hosts),
             "max_flows": eng.cfg.flow_table.max_flows,

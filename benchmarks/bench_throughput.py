@@ -48,7 +48,9 @@ def tiny_capture(src: Path, n: int = 10, out_dir: Path = common.OUT) -> Path:
     out = out_dir / "startup_10pkts.pcap"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as f, open(out, "wb") as g:
-        r = dpkt.pcap.Reader(f)
+        pcapng = f.read(4) == b"\x0a\x0d\x0d\x0a"
+        f.seek(0)
+        r = dpkt.pcapng.Reader(f) if pcapng else dpkt.pcap.Reader(f)
         w = dpkt.pcap.Writer(g, snaplen=262144, linktype=r.datalink())
         for i, (ts, buf) in enumerate(r):
             if i >= n:
@@ -163,6 +165,12 @@ def jobs_diff(capture: Path, jobs: int) -> dict:
         res["label_changed"] += v["label"] != w["label"]
         changed = {r.split("=")[0] for r in set(v["reasons"]) ^ set(w["reasons"])}
         res["only_peer_cache"] += changed <= {"peer_cache"}
+    from msewatch.config import Config
+    from msewatch.jobs import plan
+
+    p = plan(Config(), [str(capture)], jobs)
+    res["plan"] = {"host_groups": p.groups, "largest_group_flows": p.largest_group,
+                   "flows_per_worker": p.flows_per_shard}
     ha = [v for v in a if v["type"] == "host"]
     hb = [v for v in b if v["type"] == "host"]
     res["host_verdicts"] = (len(ha), len(hb))
@@ -282,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             r_cpu = rate_cpu[name] / rate_cpu["ndpiReader"]
             cpu_wo = med([r.user + r.sys for r in runs[name]]) - start_cpu[name]
             cpu_wo_n = med([r.user + r.sys for r in runs["ndpiReader"]]) - start_cpu["ndpiReader"]
-            r_steady = cpu_wo_n / max(cpu_wo, 1e-9)
+            # without start-up: meaningful only when the capture costs more than starting does
+            r_steady = cpu_wo_n / cpu_wo if cpu_wo > 0.05 and cpu_wo_n > 0.05 else float("nan")
             print(f"ratio {name}/ndpiReader packets/s: {r_wall:.2f} by wall time, {r_cpu:.2f} by CPU time,"
                   f" {r_steady:.2f} by CPU without start-up (target >= 1.0)")
             if name == main_tool:

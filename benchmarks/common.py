@@ -124,13 +124,17 @@ def ndpi_version(exe: str) -> str:
 # --- capture statistics ----------------------------------------------------------------------------
 
 def capture_stats(path: Path | str) -> tuple[int, int, float]:
-    """(records, bytes on the wire (caplen sum), duration s) of a classic pcap, framed with struct."""
+    """(records, bytes on the wire (caplen sum), duration s) of a pcap or pcapng file (dpkt's
+    readers: pcapng with its first interface's resolution, which is enough for a duration)."""
     import dpkt
 
     n = nbytes = 0
     first = last = 0.0
     with open(path, "rb") as f:
-        for ts, buf in dpkt.pcap.Reader(f):
+        pcapng = f.read(4) == b"\x0a\x0d\x0d\x0a"
+        f.seek(0)
+        reader = dpkt.pcapng.Reader(f) if pcapng else dpkt.pcap.Reader(f)
+        for ts, buf in reader:
             if not n:
                 first = ts
             last = ts
