@@ -116,6 +116,25 @@ def breakdown(capture: Path, repeat: int = 3) -> dict:
     return out
 
 
+def jobs_scaling(capture: Path, jobs: list[int]) -> dict[int, tuple[float, float, list[float]]]:
+    """In-process `--jobs N` runs: (parent CPU without the plan, plan CPU, each worker's CPU).
+    On a busy machine wall time cannot show what N cores would do; the critical path can:
+    start-up + plan + the slowest worker (+ the parent's merge, which overlaps the workers)."""
+    from msewatch.config import Config
+    from msewatch.jobs import ShardedRun
+
+    out = {}
+    for n in jobs:
+        if n < 2:
+            continue
+        c0 = _cpu()
+        run = ShardedRun(Config(), n, [str(capture)])
+        for _ in run.run():
+            pass
+        out[n] = (_cpu() - c0 - run.plan_cpu, run.plan_cpu, list(run.worker_cpu))
+    return out
+
+
 def profile(capture: Path, top: int) -> None:
     import cProfile
     import pstats
@@ -327,6 +346,19 @@ def main(argv: list[str] | None = None) -> int:
                 common.summary("CPU breakdown", f"start-up {rows[0][1]:.2f} s, C packet path {c:.2f} s, flows to"
                                f" Python {e - c:.2f} s, deciding {d - e:.2f} s ({1e6 * (d - e) / max(flows, 1):.0f}"
                                f" us/flow); ndpiReader {nd:.2f} s")
+            scaling = jobs_scaling(capture, jobs)
+            if scaling:
+                st = start_cpu[main_tool]
+                print(f"\n--jobs critical path (in-process CPU; what N idle cores would take):")
+                print(f"  {'jobs':>4} {'start-up':>9} {'plan':>6} {'slowest worker':>15} {'merge':>6} {'critical path':>14}"
+                      f" {'vs 1 job':>9} {'total CPU':>10}")
+                print(f"  {1:4} {st:9.3f} {0:6.3f} {d:15.3f} {0:6.3f} {st + d:14.3f} {1:9.2f} {st + d:10.3f}")
+                for n, (merge, plan_cpu, workers) in scaling.items():
+                    cp = st + plan_cpu + max(workers)
+                    print(f"  {n:4} {st:9.3f} {plan_cpu:6.3f} {max(workers):15.3f} {merge:6.3f} {cp:14.3f}"
+                          f" {(st + d) / cp:9.2f} {st + plan_cpu + merge + sum(workers):10.3f}")
+                    common.summary(f"--jobs {n} critical path", f"{cp:.2f} s CPU vs {st + d:.2f} s for one job"
+                                   f" ({(st + d) / cp:.2f}x); workers {', '.join(f'{w:.2f}' for w in workers)} s")
     return 0
 
 
