@@ -99,9 +99,11 @@ def dpkt_packets(path: Path) -> Iterator[tuple]:
                 continue
             l4 = ip.data
             if isinstance(l4, dpkt.tcp.TCP):
-                yield (float(ts), 6, ip.src, l4.sport, ip.dst, l4.dport, l4.flags, bytes(l4.data))
+                data = bytes(l4.data)  # whole frames here: the header length is the data length
+                yield (float(ts), 6, ip.src, l4.sport, ip.dst, l4.dport, l4.flags, data, len(data))
             elif isinstance(l4, dpkt.udp.UDP):
-                yield (float(ts), 17, ip.src, l4.sport, ip.dst, l4.dport, 0, bytes(l4.data))
+                data = bytes(l4.data)
+                yield (float(ts), 17, ip.src, l4.sport, ip.dst, l4.dport, 0, data, len(data))
 
 
 def dpkt_pcap_records(path: Path) -> Iterator[tuple]:

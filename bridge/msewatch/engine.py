@@ -119,9 +119,14 @@ class Engine:
 
     # ------------------------------------------------------------------ packet path
     def process_packet(
-        self, ts: float, proto: int, src: bytes, sport: int, dst: bytes, dport: int, flags: int, payload: bytes
+        self, ts: float, proto: int, src: bytes, sport: int, dst: bytes, dport: int, flags: int, payload: bytes,
+        length: int | None = None,
     ) -> None:
-        """Account one TCP/UDP packet. The hot path: keep it short."""
+        """Account one TCP/UDP packet. The hot path: keep it short.
+
+        `payload` is what the capture holds, `length` the payload length the IP/TCP/UDP
+        headers announce (None: the payload is whole). Sizes and counters use `length`,
+        heads what was captured (docs/evidence.md)."""
         self.stats.packets += 1
         self.now = ts
         if ts >= self._next_sweep:
@@ -136,7 +141,7 @@ class Engine:
         else:
             flows.move_to_end(key)
         f.last = ts
-        n = len(payload)
+        n = len(payload) if length is None else length
         is_orig = sport == f.op and src == f.oh
         if is_orig:
             f.opkts += 1

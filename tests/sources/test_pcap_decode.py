@@ -35,7 +35,7 @@ def assert_partition(stats: ReadStats) -> None:
 def test_ethernet_ipv4_tcp_yields_ts_addresses_ports_flags_and_payload(tmp_path):
     frame = ether(ipv4(tcp(51413, 6881, SYN | ACK, b"\x13BitTorrent protocol")))
     pkts, stats = read_frames(tmp_path, [(1700000000.25, frame)])
-    assert pkts == [(1700000000.25, 6, SRC4, 51413, DST4, 6881, SYN | ACK, b"\x13BitTorrent protocol")]
+    assert pkts == [(1700000000.25, 6, SRC4, 51413, DST4, 6881, SYN | ACK, b"\x13BitTorrent protocol", 20)]
     assert (stats.packets, stats.decoded) == (1, 1)
 
 
@@ -47,7 +47,7 @@ def test_tcp_flags_are_the_raw_flags_byte(tmp_path, flags):
 
 def test_udp_yields_zero_flags_and_the_datagram_payload(tmp_path):
     pkts, _ = read_frames(tmp_path, [ether(ipv4(udp(40000, 6881, b"d1:ad2:id20:")))])
-    assert pkts[0][1:] == (17, SRC4, 40000, DST4, 6881, 0, b"d1:ad2:id20:")
+    assert pkts[0][1:] == (17, SRC4, 40000, DST4, 6881, 0, b"d1:ad2:id20:", 12)
 
 
 def test_tcp_options_are_not_part_of_the_payload(tmp_path):
@@ -71,13 +71,14 @@ def test_ethernet_padding_never_leaks_into_the_payload(tmp_path, payload):
     assert len(frames[0]) == 60
     pkts, _ = read_frames(tmp_path, frames)
     assert [p[7] for p in pkts] == [payload, payload, payload]
+    assert [p[8] for p in pkts] == [len(payload)] * 3
 
 
 def test_udp_length_shorter_than_ip_length_bounds_the_payload(tmp_path):
     ip = bytearray(ipv4(udp(payload=b"abcdef")))
     struct.pack_into("!H", ip, 24, 8 + 2)  # UDP length says 2 payload bytes
     pkts, _ = read_frames(tmp_path, [ether(bytes(ip))])
-    assert pkts[0][7] == b"ab"
+    assert pkts[0][7] == b"ab" and pkts[0][8] == 2
 
 
 def test_payload_is_clipped_to_what_the_snaplen_captured(tmp_path):
@@ -86,11 +87,32 @@ def test_payload_is_clipped_to_what_the_snaplen_captured(tmp_path):
     assert pkts[0][7] == b"A" * 100 and stats.decoded == 1
 
 
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_the_length_comes_from_the_headers_when_the_snaplen_cut_the_payload(tmp_path, version, transport):
+    """snaplen 96: the head is what was captured, the size what the headers say (the evidence
+    contract: sizes are always header lengths)."""
+    l4 = tcp(payload=b"C" * 600, opts=b"\x01" * 12) if transport == "tcp" else udp(payload=b"C" * 600)
+    frame = ether(ipv4(l4)) if version == 4 else ether(ipv6(l4), etype=0x86DD)
+    pkts, stats = read_frames(tmp_path, [frame[:96]])
+    hdr = 14 + (20 if version == 4 else 40) + (32 if transport == "tcp" else 8)
+    assert stats.decoded == 1
+    assert pkts[0][7] == b"C" * (96 - hdr)
+    assert pkts[0][8] == 600
+
+
+def test_the_length_of_a_whole_packet_is_its_payload_length_also_on_the_fast_path(tmp_path):
+    frames = [ether(ipv4(tcp(payload=b"D" * 700))), ether(ipv4(udp(payload=b"E" * 70))),
+              ether(ipv4(tcp(payload=b"F" * 700)))[:80], ether(ipv4(udp(payload=b"G" * 70)))[:50]]
+    pkts, _ = read_frames(tmp_path, frames)
+    assert [(len(p[7]), p[8]) for p in pkts] == [(700, 700), (70, 70), (80 - 54, 700), (50 - 42, 70)]
+
+
 def test_ipv4_total_length_zero_from_tso_uses_the_captured_length(tmp_path):
     ip = bytearray(ipv4(tcp(payload=b"B" * 3000)))
     struct.pack_into("!H", ip, 2, 0)
     pkts, _ = read_frames(tmp_path, [ether(bytes(ip))])
-    assert pkts[0][7] == b"B" * 3000
+    assert pkts[0][7] == b"B" * 3000 and pkts[0][8] == 3000
 
 
 # --- VLAN ------------------------------------------------------------------------------------------
@@ -210,7 +232,7 @@ def test_ipv6_hop_by_hop_routing_and_destination_options_are_skipped(tmp_path):
     chain = ext_header(43, 1) + ext_header(60, 3) + ext_header(17, 2)  # HBH -> routing -> dstopts -> UDP
     frame = ether(ipv6(udp(1111, 2222, b"behind ext"), ext=chain, nxt=0), etype=0x86DD)
     pkts, stats = read_frames(tmp_path, [frame])
-    assert pkts[0][1:] == (17, SRC6, 1111, DST6, 2222, 0, b"behind ext")
+    assert pkts[0][1:] == (17, SRC6, 1111, DST6, 2222, 0, b"behind ext", 10)
 
 
 def test_ipv6_authentication_header_is_skipped(tmp_path):

@@ -2,12 +2,15 @@
 
 `iter_packets(path, stats)` yields one tuple per TCP or UDP packet:
 
-    (ts, ipproto, src_addr, sport, dst_addr, dport, tcp_flags, payload)
+    (ts, ipproto, src_addr, sport, dst_addr, dport, tcp_flags, payload, length)
 
 ipproto is 6 or 17, the addresses are the raw 4- or 16-byte network-order addresses, tcp_flags is
-byte 13 of the TCP header (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...; 0 for UDP) and
+byte 13 of the TCP header (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...; 0 for UDP),
 payload is the L4 payload as far as the IP length says *and* the capture holds (Ethernet padding
-never leaks into it). Everything else is counted in `ReadStats` and skipped; a bad packet header
+never leaks into it), and length is the L4 payload length the headers announce (IP total or
+payload length minus the IP and TCP headers; the UDP length minus 8). The two differ only when
+the snaplen cut the packet: sizes in the evidence are always `length`, heads are `payload`
+(docs/evidence.md). Without an IP length (TSO super-packets, jumbograms) the capture is the length. Everything else is counted in `ReadStats` and skipped; a bad packet header
 never raises. A file that cannot be read further raises `PcapError` naming the file and the byte
 offset of the bad record, *after* every packet before that record has been yielded.
 
@@ -52,7 +55,7 @@ __all__ = [
     "iter_packets",
 ]
 
-Packet = tuple[float, int, bytes, int, bytes, int, int, bytes]
+Packet = tuple[float, int, bytes, int, bytes, int, int, bytes, int]
 
 
 class PcapError(Exception):
@@ -206,12 +209,12 @@ def _decode(
         if total_len == 0:
             # TSO/GSO on the capturing host: the kernel hands libpcap super-packets with total
             # length 0; the captured length is the only length there is.
-            ip_end = end
+            ip_end = wire_end = end
         elif total_len < ihl:
             stats.skipped_bad_header += 1
             return None
         else:
-            ip_end = off + total_len
+            ip_end = wire_end = off + total_len
             if ip_end > end:  # snaplen cut it: take what was captured
                 ip_end = end
         if frag & 0x3FFF:  # MF set or offset != 0: any piece of a fragmented datagram
@@ -230,9 +233,9 @@ def _decode(
         dst = buf[off + 24 : off + 40]
         l4 = off + 40
         if payload_len == 0:  # jumbogram or TSO: trust the capture
-            ip_end = end
+            ip_end = wire_end = end
         else:
-            ip_end = l4 + payload_len
+            ip_end = wire_end = l4 + payload_len
             if ip_end > end:
                 ip_end = end
         while proto != _IPPROTO_TCP and proto != _IPPROTO_UDP:
@@ -276,7 +279,8 @@ def _decode(
         if data_off < 20 or l4 + data_off > ip_end:
             stats.skipped_bad_header += 1
             return None
-        return (ts, 6, src, sport, dst, dport, buf[l4 + 13], buf[l4 + data_off : ip_end])
+        return (ts, 6, src, sport, dst, dport, buf[l4 + 13], buf[l4 + data_off : ip_end],
+                max(0, wire_end - l4 - data_off))
     if proto == _IPPROTO_UDP:
         if ip_end - l4 < 8:
             stats.skipped_bad_header += 1
@@ -286,9 +290,11 @@ def _decode(
             if udp_len < 8:
                 stats.skipped_bad_header += 1
                 return None
+            if l4 + udp_len < wire_end:
+                wire_end = l4 + udp_len
             if l4 + udp_len < ip_end:
                 ip_end = l4 + udp_len
-        return (ts, 17, src, sport, dst, dport, 0, buf[l4 + 8 : ip_end])
+        return (ts, 17, src, sport, dst, dport, 0, buf[l4 + 8 : ip_end], wire_end - l4 - 8)
     stats.skipped_other_proto += 1
     return None
 
@@ -421,7 +427,7 @@ def _iter_pcap(
         if eth and caplen >= 42 and buf[start + 12] == 8 and buf[start + 13] == 0 and buf[start + 14] == 0x45:
             total_len, frag, proto = ipv4_fast(buf, start + 16)
             if total_len >= 20 and not frag & 0x3FFF:
-                ip_end = start + 14 + total_len
+                ip_end = wire_end = start + 14 + total_len
                 if ip_end > stop:
                     ip_end = stop
                 l4 = start + 34
@@ -432,17 +438,21 @@ def _iter_pcap(
                             sport, dport = ports(buf, l4)
                             stats.decoded += 1
                             yield (sec + frac / divisor, 6, buf[start + 26 : start + 30], sport,
-                                   buf[start + 30 : start + 34], dport, buf[l4 + 13], buf[l4 + data_off : ip_end])
+                                   buf[start + 30 : start + 34], dport, buf[l4 + 13], buf[l4 + data_off : ip_end],
+                                   wire_end - l4 - data_off)
                             continue
                 elif proto == 17:
                     if ip_end - l4 >= 8:
                         sport, dport, udp_len = udp_hdr(buf, l4)
                         if udp_len >= 8:
+                            if l4 + udp_len < wire_end:
+                                wire_end = l4 + udp_len
                             if l4 + udp_len < ip_end:
                                 ip_end = l4 + udp_len
                             stats.decoded += 1
                             yield (sec + frac / divisor, 17, buf[start + 26 : start + 30], sport,
-                                   buf[start + 30 : start + 34], dport, 0, buf[l4 + 8 : ip_end])
+                                   buf[start + 30 : start + 34], dport, 0, buf[l4 + 8 : ip_end],
+                                   wire_end - l4 - 8)
                             continue
         pkt = decode(buf, start, stop, sec + frac / divisor, kind, stats)
         if pkt is not None:
