@@ -128,10 +128,12 @@ class FlowPrediction:
     resp_h: str
     resp_p: int
     label: str  # p2p_likely | normal_likely | unknown
-    protocol: str | None = None
+    protocol: str | None = None  # the verdict's protocol ("unknown" = no guess, like None)
     decided_at_packet: int | None = None
     decision_seconds: float | None = None
     reasons: tuple[str, ...] = ()
+    families_own: tuple[str, ...] = ()  # families from the flow's own evidence
+    families_context: tuple[str, ...] = ()  # families from context (peer cache, host)
 
     @property
     def key(self) -> Key:
@@ -149,6 +151,7 @@ class FlowPrediction:
         return cls(
             pcap, k.proto, k.orig_h, k.orig_p, k.resp_h, k.resp_p, v.label, v.protocol,
             v.decided_at_packet, max(0.0, v.decided_at - v.ts), tuple(v.reasons),
+            tuple(getattr(v, "families_own", ())), tuple(getattr(v, "families_context", ())),
         )
 
 
@@ -296,7 +299,8 @@ class EvalReport:
 def _flow_dict(p: FlowPrediction | LabelRow, **extra) -> dict:
     d = {"pcap": p.pcap, "proto": p.proto, "orig_h": p.orig_h, "orig_p": p.orig_p, "resp_h": p.resp_h, "resp_p": p.resp_p}
     if isinstance(p, FlowPrediction):
-        d.update(label=p.label, protocol=p.protocol, decided_at_packet=p.decided_at_packet, reasons=list(p.reasons))
+        d.update(label=p.label, protocol=p.protocol, decided_at_packet=p.decided_at_packet, reasons=list(p.reasons),
+                 families_own=list(p.families_own), families_context=list(p.families_context))
     d.update(extra)
     return d
 
@@ -307,11 +311,12 @@ def evaluate(
     hosts: Iterable[HostPrediction] = (),
     host_roles: Iterable[HostRow] = (),
     pcaps: Iterable[str] | None = None,
+    host_scope: Iterable[str] | None = None,
 ) -> EvalReport:
     """Score predictions against label rows. Pure: no I/O.
 
     `pcaps` limits the label rows considered to those captures (default: every pcap that has
-    a prediction or a label row).
+    a prediction or a label row); `host_scope` the host rows (default: the same captures).
     """
     flows = list(flows)
     labels = list(labels)
@@ -477,7 +482,7 @@ def evaluate(
         unknown_share=unknown_share,
         labelled_flows=n_matched + len(unseen_rows),
         client_pairs=client_pairs,
-        hosts=_hosts(list(hosts), [h for h in host_roles if h.pcap in scope]),
+        hosts=_hosts(list(hosts), [h for h in host_roles if h.pcap in (scope if host_scope is None else set(host_scope))]),
         unlabeled=unlabeled,
         orientation_mismatches=mismatches,
         unseen_labels=[_flow_dict(r, truth=r.truth) for r in unseen_rows],
@@ -564,6 +569,156 @@ def run_eval(
         flows += f
         hosts += h
     return evaluate(flows, labels, hosts, roles, pcaps=[str(p) for p in pcaps])
+
+
+def evaluate_per_pcap(pcaps: Sequence[str | Path], labels: list[LabelRow], roles: list[HostRow], cfg=None) -> EvalReport:
+    """One fresh engine per capture (the default method)."""
+    flows: list[FlowPrediction] = []
+    hosts: list[HostPrediction] = []
+    for p in pcaps:
+        f, h = predict_pcap(p, cfg)
+        flows += f
+        hosts += h
+    return evaluate(flows, labels, hosts, roles, pcaps=[str(p) for p in pcaps])
+
+
+def evaluate_timeline(
+    pcaps: Sequence[str | Path], labels: list[LabelRow], roles: list[HostRow], cfg=None, shared: str | None = None
+) -> EvalReport:
+    """All captures through one engine (msewatch/timeline.py); `shared` = client | both."""
+    from .timeline import run_timeline
+
+    from .timeline import TIMELINE
+
+    res = run_timeline(pcaps, labels, roles, cfg, shared)
+    return evaluate(res.flows, labels, res.hosts, res.roles, pcaps=[str(p) for p in pcaps], host_scope=[TIMELINE])
+
+
+def evaluate_perturbed(
+    pcaps: Sequence[str | Path], labels: list[LabelRow], roles: list[HostRow], spec: str, workdir: str | Path, cfg=None
+) -> EvalReport:
+    """Rewrite every capture with the artifact(s) of `spec` (msewatch/perturb.py) into
+    `workdir`, map the ground truth along, and evaluate one engine per rewritten capture."""
+    from .perturb import parse_spec, perturb_pcap
+
+    sp = parse_spec(spec)
+    out = Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    rewritten = []
+    names = set()
+    rw = None
+    for p in pcaps:
+        dst = out / Path(p).name
+        rw = perturb_pcap(p, dst, sp)
+        rewritten.append(dst)
+        names.add(Path(p).name)
+    if rw is not None and sp.changes_addresses:
+        labels = [LabelRow(r.pcap, r.proto, rw.address(r.orig_h), r.orig_p, rw.address(r.resp_h), r.resp_p, r.label,
+                           r.protocol, r.client, r.server) for r in labels if r.pcap in names]
+        roles = [HostRow(h.pcap, rw.address(h.host), h.role) for h in roles if h.pcap in names]
+    return evaluate_per_pcap(rewritten, labels, roles, cfg)
+
+
+# --- robustness: modes (where host state meets normal flows) and capture artifacts ------------
+
+MODES = ("one-timeline", "shared-client", "shared-both")
+# MSE recall bars per capture artifact (issue 10); every other variant keeps 1.00, except
+# `midstream` (the first 12 packets gone: no MSE exchange is left to see), whose bar is FP 0
+VARIANT_MSE_RECALL = {"nostart3": 0.98, "snaplen96": 0.98, "oneside": 0.90, "midstream": 0.0}
+ROBUST_FP_RATE = 0.0
+
+
+@dataclass
+class RobustnessReport:
+    base: EvalReport
+    runs: dict[str, EvalReport]  # mode or variant name -> report
+
+    def bars(self) -> list[dict]:
+        """Per run: FP rate 0; modes keep the per-pcap recall of every class with a bar;
+        variants meet their MSE recall bar (VARIANT_MSE_RECALL, else 1.00)."""
+        out = []
+        for name, rep in self.runs.items():
+            n = rep.classes[NEGATIVE]
+            out.append(_bar(name, "fp_rate.normal", n.fp_rate, ROBUST_FP_RATE, n.fp_rate is not None and n.fp_rate <= ROBUST_FP_RATE, "≤"))
+            if name in MODES:
+                for bar in BARS:
+                    kind, _, cls = bar.partition(".")
+                    if kind != "recall" or not self.base.present(cls):
+                        continue
+                    want = self.base.classes[cls].recall
+                    got = rep.classes[cls].recall
+                    out.append(_bar(name, bar, got, want, got is not None and got >= want, "≥"))
+            else:
+                want = VARIANT_MSE_RECALL.get(name, 1.0)
+                got = rep.classes["bt_mse"].recall
+                out.append(_bar(name, "recall.bt_mse", got, want, got is not None and got >= want, "≥"))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"base": self.base.to_dict(), "runs": {k: v.to_dict() for k, v in self.runs.items()}, "bars": self.bars()}
+
+
+def _bar(run: str, bar: str, value, threshold, ok: bool, op: str) -> dict:
+    return {"run": run, "bar": bar, "op": op, "threshold": threshold, "value": value, "status": "pass" if ok else "fail"}
+
+
+def run_robustness(
+    pcaps: Sequence[str | Path], labels_path: str | Path, hosts_path: str | Path | None, cfg=None,
+    modes: Sequence[str] = MODES, variants: Sequence[str] = (), workdir: str | Path | None = None,
+) -> RobustnessReport:
+    """The per-pcap evaluation, then each mode and each capture-artifact variant."""
+    import tempfile
+
+    labels = load_labels(labels_path)
+    roles = load_hosts(hosts_path) if hosts_path else []
+    base = evaluate_per_pcap(pcaps, labels, roles, cfg)
+    runs: dict[str, EvalReport] = {}
+    for m in modes:
+        runs[m] = evaluate_timeline(pcaps, labels, roles, cfg, None if m == "one-timeline" else m.split("-", 1)[1])
+    if variants:
+        with tempfile.TemporaryDirectory(prefix="msewatch-perturb-", dir=workdir) as tmp:
+            for v in variants:
+                runs[v] = evaluate_perturbed(pcaps, labels, roles, v, Path(tmp) / _safe(v), cfg)
+    return RobustnessReport(base, runs)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def robustness_markdown(rr: RobustnessReport) -> str:
+    runs = {"per-pcap": rr.base, **rr.runs}
+    p2p = [c for c in P2P_CLASSES if rr.base.present(c)]
+    negs = sorted({k for r in runs.values() for k in r.negatives_by_protocol})
+    rows = []
+    for name, rep in runs.items():
+        rows.append([name] + [rep.classes[c].recall for c in p2p] + [rep.classes[NEGATIVE].fp_rate]
+                    + [rep.negatives_by_protocol.get(n, {}).get("fp_rate") for n in negs]
+                    + [rep.unknown_share])
+    head = ["run"] + [f"{c} recall" for c in p2p] + ["FP rate"] + [f"FP {n}" for n in negs] + ["unknown share"]
+    counts = [["flows"] + [rr.base.classes[c].flows for c in p2p] + [rr.base.classes[NEGATIVE].flows]
+              + [rr.base.negatives_by_protocol.get(n, {}).get("flows") for n in negs] + [None]]
+    hosts = []
+    for name, rep in runs.items():
+        h = rep.hosts
+        hosts.append([name, h["p2p_hosts"], h["p2p_hosts_flagged"], h["normal_hosts"], len(h["normal_hosts_flagged"])])
+    bars = [[b["run"], b["bar"], f"{b['op']} {_fmt(b['threshold'])}", b["value"], b["status"].upper()] for b in rr.bars()]
+    parts = [
+        _table(head, counts + rows),
+        "",
+        _table(["run", "p2p hosts", "flagged", "normal hosts", "normal flagged"], hosts),
+        "",
+        _table(["run", "bar", "threshold", "value", "status"], bars, "lllrl"),
+    ]
+    misses = [(name, d) for name, rep in rr.runs.items()
+              for d in [m for m in rep.misses if m.get("truth") == "bt_mse"] + rep.false_positives]
+    if misses:
+        parts += ["", f"Misses of MSE flows and false positives in these runs ({len(misses)}):", ""]
+        for name, d in misses[:40]:
+            parts.append(f"- {name}: " + _flow_lines([d])[0][2:])
+        if len(misses) > 40:
+            parts.append(f"- … and {len(misses) - 40} more (see the JSON output)")
+    return "\n".join(parts) + "\n"
 
 
 # ---------------------------------------------------------------------------------- Markdown
@@ -736,6 +891,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full report as JSON here ('-' = stdout)")
     p.add_argument("--markdown", help="write the Markdown report here ('-' = stdout; the default when no --json)")
     p.add_argument("--check-bars", action="store_true", help="exit 3 when a bar fails")
+    p.add_argument("--one-timeline", action="store_true",
+                   help="all captures through one engine, rebased in time so they overlap")
+    p.add_argument("--shared-host", choices=("client", "both"),
+                   help="with --one-timeline: the normal captures' clients (or both ends) become the P2P hosts")
+    p.add_argument("--perturb", metavar="SPEC",
+                   help="rewrite the captures with capture artifacts first (msewatch/perturb.py: "
+                        "mss=536, gro, retrans=0.05, loss=0.02, nostart=3, snaplen=96, oneside, vlan, ipv6, "
+                        "joined with '+', or a variant name)")
+    p.add_argument("--robustness", action="store_true",
+                   help="per-pcap, the three one-timeline modes and every standard capture-artifact variant, "
+                        "with their bars (docs/evaluation.md)")
     return p
 
 
@@ -756,10 +922,33 @@ def main_eval(argv: list[str]) -> int:
     if not Path(labels).is_file():
         print(f"msewatch eval: error: {labels}: no labels file (give --labels)", file=sys.stderr)
         return EXIT_INPUT
+    from .perturb import VARIANTS, PerturbError, parse_spec
+
+    if args.shared_host and not args.one_timeline:
+        args.one_timeline = True
+    if args.perturb and (args.one_timeline or args.robustness):
+        print("msewatch eval: error: --perturb runs one engine per capture; it does not combine with "
+              "--one-timeline or --robustness", file=sys.stderr)
+        return EXIT_ERROR
     try:
+        if args.perturb:
+            parse_spec(args.perturb)
         cfg = load_config(args.config)
-        rep = run_eval(args.pcap, labels, hosts, cfg)
-    except (ConfigError, EvalError) as e:
+        if args.robustness:
+            rr = run_robustness(args.pcap, labels, hosts, cfg, MODES, tuple(VARIANTS))
+            return _write_robustness(rr, args)
+        lab = load_labels(labels)
+        roles = load_hosts(hosts) if hosts else []
+        if args.one_timeline:
+            rep = evaluate_timeline(args.pcap, lab, roles, cfg, args.shared_host)
+        elif args.perturb:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="msewatch-perturb-") as tmp:
+                rep = evaluate_perturbed(args.pcap, lab, roles, args.perturb, tmp, cfg)
+        else:
+            rep = evaluate_per_pcap(args.pcap, lab, roles, cfg)
+    except (ConfigError, EvalError, PerturbError) as e:
         print(f"msewatch eval: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except PcapError as e:
@@ -780,6 +969,26 @@ def main_eval(argv: list[str]) -> int:
     elif args.markdown == "-" or args.json != "-":
         sys.stdout.write(md)
     if args.check_bars and any(b["status"] == "fail" for b in check_bars(rep)):
+        return 3
+    return EXIT_OK
+
+
+def _write_robustness(rr: RobustnessReport, args) -> int:
+    if args.json:
+        import orjson
+
+        data = orjson.dumps(rr.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        if args.json == "-":
+            sys.stdout.buffer.write(data + b"\n")
+            sys.stdout.flush()
+        else:
+            Path(args.json).write_bytes(data + b"\n")
+    md = robustness_markdown(rr)
+    if args.markdown and args.markdown != "-":
+        Path(args.markdown).write_text(md)
+    elif args.markdown == "-" or args.json != "-":
+        sys.stdout.write(md)
+    if args.check_bars and any(b["status"] == "fail" for b in rr.bars() + check_bars(rr.base)):
         return 3
     return EXIT_OK
 
