@@ -57,6 +57,9 @@ FEATURES = (
     "tls_like",
     "ssh_like",
     "http_like",
+    "dns_like",
+    "quic_like",
+    "stun_like",
     "peer_cache",
     "host_context",
 )
@@ -80,6 +83,9 @@ class ScoringConfig(_Strict):
             "tls_like": -8.0,
             "ssh_like": -8.0,
             "http_like": -6.0,
+            "dns_like": -8.0,
+            "quic_like": -8.0,
+            "stun_like": -8.0,
             "peer_cache": 3.5,
             "host_context": 3.5,
         }

@@ -9,6 +9,7 @@ After a flow is decided its packets only move counters; the label is cached.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 import socket
@@ -21,7 +22,6 @@ from .config import Config
 from .detect import run_detectors
 from .evidence import (
     FAMILY_HOST,
-    FAMILY_NEGATIVE,
     FAMILY_PEER,
     FAMILY_RANDOM,
     FAMILY_SHAPE,
@@ -31,10 +31,11 @@ from .evidence import (
     FlowKey,
     Observation,
     bursts_of,
+    truncate_to_budget,
 )
-from .score.flow import Decision, decide, score_observations, sigmoid
+from .score.flow import Decision, decide, label_for, score_observations, sigmoid
 from .score.host import HostFlowObservation, HostModel
-from .verdict import P2P, FlowVerdict, HostVerdict
+from .verdict import NO_PROTOCOL, P2P, FlowVerdict, HostVerdict
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _PROTO_NAME = {6: TCP, 17: UDP}
@@ -87,6 +88,7 @@ class EngineStats:
     flows_evicted: int = 0
     flows_expired: int = 0
     evidence_emitted: int = 0
+    evidence_truncated: int = 0  # evidence received beyond the budget and cut to it
     detector_runs: int = 0  # prefixes scored: proves the budget bounds deep parsing
     flow_verdicts: dict[str, int] = field(default_factory=dict)
 
@@ -94,8 +96,9 @@ class EngineStats:
 class Engine:
     def __init__(self, cfg: Config | None = None, *, seed: int = 0) -> None:
         self.cfg = cfg or Config()
-        self.params = self.cfg.detect_params()
         b = self.cfg.budget
+        # the detectors tell a head cut by the capture from one cut by the budget
+        self.params = dataclasses.replace(self.cfg.detect_params(), head_bytes=b.head_bytes)
         self._max_packets = b.max_packets
         self._max_bursts = b.max_bursts
         self._head = b.head_bytes
@@ -295,7 +298,16 @@ class Engine:
         """Hook for `msewatch evidence` and parity tests; the engine itself ignores it."""
 
     def process_evidence(self, ev: FlowEvidence) -> list[FlowVerdict | HostVerdict]:
-        """Decide one flow from its evidence (the live path from Zeek lands here)."""
+        """Decide one flow from its evidence (the live path from Zeek lands here).
+
+        Evidence beyond the budget (more packets, runs or head bytes than `budget:` allows)
+        is cut to it first and counted (`stats.evidence_truncated`): what the budget does
+        not cover is never decided on, and deciding stays linear in the budget."""
+        b = self.cfg.budget
+        cut = truncate_to_budget(ev, b.max_packets, b.max_bursts, b.head_bytes, b.udp_heads)
+        if cut is not None:
+            self.stats.evidence_truncated += 1
+            ev = cut
         self.now = max(self.now, ev.ts + ev.duration)
         k = ev.key
         local = self._local_host(k.orig_h) or not self._local_host(k.resp_h)
@@ -303,10 +315,10 @@ class Engine:
         hs = self.hosts.score(host) if host in self.hosts.hosts else None
         s_host = hs.score if hs else self.cfg.host.bias
         host_family = s_host > self.cfg.host.family_threshold
-        extra = self._peer_cache_hit(k)
+        context = self._peer_cache_hit(k)
         near = self.hosts.p2p_activity_near(host, ev.ts)
         if near:
-            extra = extra + [Observation("host_context", FAMILY_HOST, 1.0, None, (f"host_p2p_near={near}",))]
+            context = context + [Observation("host_context", FAMILY_HOST, 1.0, None, (f"host_p2p_near={near}",))]
 
         by_heads: dict[tuple[bool, bool], list[Observation]] = {}
 
@@ -321,30 +333,36 @@ class Engine:
             return heads + run_detectors(pre, self.params, shape=True)
 
         def observe(pre: FlowEvidence) -> list[Observation]:
-            return own(pre) + extra
+            return own(pre) + context
 
         d = decide(ev, observe, s_host, host_family, self.cfg.scoring)
-        reasons = d.score.reasons + (f"host_score={s_host:.2f}",) if hs else d.score.reasons
+        fs = d.score
+        reasons = fs.reasons + (f"host_score={s_host:.2f}",) if hs else fs.reasons
+        ctx = fs.families_context
+        if host_family and FAMILY_HOST not in ctx:
+            ctx = ctx + (FAMILY_HOST,)  # the host's own score lifted the flow
         v = FlowVerdict(
             key=k,
             uid=ev.uid,
             community_id=ev.community_id,
             ts=ev.ts,
             label=d.label,
-            protocol=d.score.protocol,
+            protocol=_protocol_of(d),
             probability=d.probability,
-            flow_probability=sigmoid(d.score.score),
+            flow_probability=sigmoid(fs.score),
             host_score=s_host,
             decided_at_packet=d.packet,
             decided_at=d.ts,
             reasons=reasons,
-            families=d.score.families,
+            families=fs.families_own + tuple(f for f in ctx if f not in fs.families_own),
             score_path=d.path,
+            families_own=fs.families_own,
+            families_context=ctx,
         )
         self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]
         confirmed = self._confirmed_by_own_evidence(d, ev, own)
-        if confirmed and d.score.protocol in _PEER_CACHE_PROTOCOLS:
+        if confirmed and fs.protocol in _PEER_CACHE_PROTOCOLS:
             self._remember_peer(k, ev.ts)
         for h in self._observe_hosts(k, d, confirmed, ev.ts):
             hv = self._host_verdict(h)
@@ -367,18 +385,18 @@ class Engine:
     def _confirmed_by_own_evidence(self, d: Decision, ev: FlowEvidence, own) -> bool:
         """Is the flow P2P on its own complete evidence, without the context (peer cache,
         host)? Only such flows feed the context of later flows: a label that context
-        produced must not produce more context, or one false positive would spread along a
+        lifted must not produce more context, or one false positive would spread along a
         host's flows (seen with a shadowsocks client before the MSE shape check demanded
         the BT handshake length). A flow labelled early through context still counts when
         its whole evidence stands on its own."""
         if d.label != P2P:
             return False
-        if d.score.plaintext:
+        if d.score.plaintext and d.score.other_protocol is None:
             return True
         sc = self.cfg.scoring
         fs = score_observations(own(ev), sc)
-        fams = set(fs.families) - {FAMILY_PEER, FAMILY_HOST, FAMILY_NEGATIVE}
-        return sigmoid(sc.alpha * fs.score) >= sc.t_high and len(fams) >= sc.min_families_encrypted
+        label, _, _ = label_for(fs, 0.0, False, len(ev.sizes), ev.complete, sc)
+        return label == P2P
 
     def _observe_hosts(self, k: FlowKey, d: Decision, confirmed: bool, ts: float) -> list[str]:
         # a P2P label that rests on context counts for the host as an unproven encrypted flow
@@ -412,22 +430,36 @@ class Engine:
         return HostVerdict(host, st.last_ts, hs.label, hs.score, hs.probability, hs.reasons)
 
     def _remember_peer(self, k: FlowKey, ts: float) -> None:
-        if self.cfg.flow_table.peer_cache_size == 0:
+        """Remember the endpoints a confirmed P2P flow shows listening: the responder's
+        (address, port), and for UDP (uTP, DHT) also the originator's, since a BitTorrent
+        client sends from the port it listens on. Never an address alone or an address
+        pair: a NAT, a CGNAT address or a NAS that also serves DNS must not taint every
+        flow to it. Bounded (LRU, `peer_cache_size`) and aged out (`peer_cache_ttl`)."""
+        size = self.cfg.flow_table.peer_cache_size
+        if size == 0:
             return
-        for item in ((k.resp_h, k.resp_p), _pair(k)):
+        ends = [(k.resp_h, k.resp_p)]
+        if k.proto == UDP:
+            ends.append((k.orig_h, k.orig_p))
+        for item in ends:
             self._peer_cache[item] = ts
             self._peer_cache.move_to_end(item)
-        while len(self._peer_cache) > self.cfg.flow_table.peer_cache_size:
+        while len(self._peer_cache) > size:
             self._peer_cache.popitem(last=False)
 
     def _peer_cache_hit(self, k: FlowKey) -> list[Observation]:
+        """A peer_cache observation when the flow's responder endpoint (for UDP either
+        endpoint) was a confirmed peer within `peer_cache_ttl`."""
         if not self._peer_cache:
             return []
         ttl = self.cfg.flow_table.peer_cache_ttl
-        for item, what in (((k.resp_h, k.resp_p), "endpoint"), (_pair(k), "ip_pair")):
+        ends = [(k.resp_h, k.resp_p)]
+        if k.proto == UDP:
+            ends.append((k.orig_h, k.orig_p))
+        for item in ends:
             seen = self._peer_cache.get(item)
             if seen is not None and self.now - seen <= ttl:
-                return [Observation("peer_cache", FAMILY_PEER, 1.0, None, (f"peer_cache={what}",))]
+                return [Observation("peer_cache", FAMILY_PEER, 1.0, None, ("peer_cache=endpoint",))]
         return []
 
     def _expire_peer_cache(self, ts: float) -> None:
@@ -440,8 +472,17 @@ class Engine:
             del pc[item]
 
 
-def _pair(k: FlowKey) -> tuple[str, str]:
-    return (k.orig_h, k.resp_h) if k.orig_h <= k.resp_h else (k.resp_h, k.orig_h)
+def _protocol_of(d: Decision) -> str:
+    """The verdict's protocol: the P2P protocol of a p2p_likely flow, else the other
+    protocol its own evidence shows, else the P2P guess of an unknown flow, else "unknown"."""
+    fs = d.score
+    if d.label == P2P:
+        return fs.protocol or NO_PROTOCOL
+    if fs.other_protocol is not None:
+        return fs.other_protocol
+    if d.label != "normal_likely" and fs.protocol is not None:
+        return fs.protocol
+    return NO_PROTOCOL
 
 
 def run_pcaps(

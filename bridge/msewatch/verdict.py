@@ -10,6 +10,7 @@ P2P = "p2p_likely"
 NORMAL = "normal_likely"
 UNKNOWN = "unknown"
 FLOW_LABELS = (P2P, NORMAL, UNKNOWN)
+NO_PROTOCOL = "unknown"  # FlowVerdict.protocol when nothing was recognised (never None)
 
 P2P_HOST = "p2p_host"
 NORMAL_HOST = "normal_host"
@@ -23,15 +24,19 @@ class FlowVerdict:
     community_id: str
     ts: float  # flow start
     label: str  # p2p_likely | normal_likely | unknown
-    protocol: str | None  # bt_mse, bt_plain, utp, dht, tracker, lsd, or None
+    # the P2P protocol (bt_mse, bt_plain, utp, dht, tracker, lsd), or the other protocol the
+    # flow's own evidence shows (tls, ssh, http, dns, quic, stun), or "unknown"; never None
+    protocol: str
     probability: float  # combined P = sigmoid(alpha*S_flow + (1-alpha)*S_host)
     flow_probability: float  # sigmoid(S_flow)
     host_score: float  # S_host of the local host at decision time
     decided_at_packet: int  # payload packets seen when decided (1-based; 0 = none)
     decided_at: float  # timestamp of that packet (or of the flow's end)
     reasons: tuple[str, ...]  # "name=value"
-    families: tuple[str, ...]  # evidence families that contributed
+    families: tuple[str, ...]  # evidence families that contributed: own, then context
     score_path: tuple[tuple[int, float], ...] = ()  # (payload packets, P) at each prefix scored
+    families_own: tuple[str, ...] = ()  # families from the flow's own evidence
+    families_context: tuple[str, ...] = ()  # host_context / peer_cache
 
     def to_dict(self) -> dict:
         k = self.key
@@ -54,6 +59,8 @@ class FlowVerdict:
             "decided_at": round(self.decided_at, 6),
             "reasons": list(self.reasons),
             "families": list(self.families),
+            "families_own": list(self.families_own),
+            "families_context": list(self.families_context),
             "score_path": [[n, round(p, 4)] for n, p in self.score_path],
         }
 

@@ -1,8 +1,11 @@
+import dataclasses
+
+import pytest
 from detect_builders import RFC8448_CLIENT_HELLO, evidence, features, mse_packets, rand, reason
 
 from msewatch.detect.mse import mse_handshake, step3_layout
 from msewatch.detect.params import DetectParams
-from msewatch.evidence import FAMILY_SHAPE
+from msewatch.evidence import FAMILY_SHAPE, bursts_of
 
 P = DetectParams()
 
@@ -52,9 +55,22 @@ def test_first_two_bursts_alone_are_a_weaker_partial_match():
 
 
 def test_three_bursts_with_a_valid_step3_raise_the_partial_value():
-    o = only(mse_handshake(evidence(mse_packets()[:4]), P))
+    o = only(mse_handshake(evidence(mse_packets(step3=300)[:4]), P))
     assert o.feature == "mse_partial" and o.value == P.mse_partial3_value
-    assert reason(o, "step3") == "transmission_like"
+    assert reason(o, "step3") == "libtorrent_like" and reason(o, "bt_len") == "absent"
+
+
+def test_a_step3_of_exactly_124_is_the_handshake_already_before_step4():
+    # PadC = 0 and the 68-byte BT handshake as IA (Transmission, rTorrent): the length shows
+    o = only(mse_handshake(evidence(mse_packets()[:4]), P))
+    assert o.feature == "mse_handshake" and reason(o, "step3") == "transmission_like"
+
+
+def test_a_connection_dropped_after_step3_shows_the_handshake_length_in_burst3():
+    # real sizes (swarm.pcap, Transmission as B closing a duplicate peer): 182, -309, 485, 68
+    pkts = [("o", rand(182, 1)), ("r", rand(309, 2)), ("o", rand(485, 3)), ("o", rand(68, 4))]
+    o = only(mse_handshake(evidence(pkts, complete=True), P))
+    assert o.feature == "mse_handshake" and reason(o, "bt_len") == "68@4"
 
 
 def test_short_open_burst3_may_still_grow_so_it_stays_partial():
@@ -83,10 +99,38 @@ def test_first_burst_below_96_bytes_is_not_mse():
     assert mse_handshake(evidence(pkts), P) == []
 
 
-def test_only_orig_bursts_never_match():
+def test_only_orig_packets_without_the_bt_length_are_a_one_sided_partial_match():
     ev = evidence([("o", rand(300)), ("o", rand(200, seed=5))], complete=True)
-    assert len(ev.bursts) == 1
-    assert mse_handshake(ev, P) == []
+    assert len(ev.bursts) == 1 and ev.one_sided == "orig"
+    o = only(mse_handshake(ev, P))
+    assert o.feature == "mse_partial" and reason(o, "one_sided") == "1" and reason(o, "bt_len") == "absent"
+
+
+def test_one_sided_step1_step3_and_a_68_byte_segment_are_the_handshake():
+    # real sizes of the originator alone (swarm.pcap, libtorrent): 228, 312, 68, 303, ...
+    pkts = [("o", rand(228, 1)), ("o", rand(312, 2)), ("o", rand(68, 3)), ("o", rand(303, 4))]
+    o = only(mse_handshake(evidence(pkts, handshake=False), P))
+    assert o.feature == "mse_handshake" and o.value == P.mse_one_sided_value
+    assert reason(o, "one_sided") == "1" and reason(o, "bt_len") == "68@3"
+
+
+def test_one_sided_step3_of_124_is_the_handshake():
+    pkts = [("o", rand(309, 1)), ("o", rand(124, 2)), ("o", rand(1400, 3))]
+    o = only(mse_handshake(evidence(pkts, handshake=False), P))
+    assert o.feature == "mse_handshake" and reason(o, "step3") == "124"
+
+
+def test_one_sided_text_or_a_short_first_payload_is_not_mse():
+    text = b"GET / HTTP/1.1\r\nHost: example.org\r\nUser-Agent: curl\r\n\r\n" * 3
+    assert mse_handshake(evidence([("o", text), ("o", rand(124)), ("o", rand(68, 2))]), P) == []
+    assert mse_handshake(evidence([("o", rand(60)), ("o", rand(124)), ("o", rand(68, 2))]), P) == []
+
+
+def test_one_sided_sizes_on_the_ssh_lattice_stay_partial():
+    # every size a multiple of 4 besides the BT lengths: an SSH slice could look like this
+    pkts = [("o", rand(100, 1)), ("o", rand(116, 2)), ("o", rand(68, 3)), ("o", rand(52, 4)), ("o", rand(36, 5))]
+    o = only(mse_handshake(evidence(pkts, handshake=False), P))
+    assert o.feature == "mse_partial" and reason(o, "ssh_lattice") == "1"
 
 
 def test_responder_speaking_first_is_not_mse():
@@ -102,16 +146,21 @@ def test_shadowsocks_like_server_burst_above_608_is_not_mse():
     assert mse_handshake(ev, P) == []
 
 
-def test_printable_prefix_on_orig_head_blocks_mse():
+def test_a_printable_prefix_on_a_random_key_does_not_block_mse():
+    # swarm.pcap 10.77.0.14:44361: Yb starts ";.wirI", six printable bytes (0.26 % of keys);
+    # the GFW's Ex2 exempts it, the shape detector holding the whole head does not
     pkts = mse_packets()
-    pkts[0] = ("o", b"Hello!" + pkts[0][1][6:])
-    assert mse_handshake(evidence(pkts), P) == []
+    pkts[2] = ("r", b";.wirI" + pkts[2][1][6:])
+    o = only(mse_handshake(evidence(pkts), P))
+    assert o.feature == "mse_handshake"
 
 
-def test_printable_prefix_on_resp_head_blocks_mse():
-    pkts = mse_packets()
-    pkts[2] = ("r", b"220 ok" + pkts[2][1][6:])
-    assert mse_handshake(evidence(pkts), P) == []
+def test_text_on_either_side_blocks_mse():
+    text = b"220 mail.example.org ESMTP Postfix (Debian/GNU) ready for you\r\n" * 4
+    for i, d in ((0, "o"), (2, "r")):
+        pkts = mse_packets()
+        pkts[i] = (d, text[: len(pkts[i][1])])
+        assert mse_handshake(evidence(pkts), P) == []
 
 
 def test_plain_bt_handshake_start_is_not_mse():
@@ -137,9 +186,62 @@ def test_tls_exchange_with_mse_like_sizes_is_rejected():
     assert mse_handshake(evidence(pkts), P) == []
 
 
-def test_midstream_flow_halves_the_value_and_says_so():
-    o = only(mse_handshake(evidence(mse_packets(), handshake=False), P))
-    assert o.value == 0.5 and reason(o, "start_seen") == "0"
+def test_start_unseen_with_the_whole_exchange_from_the_first_packet_keeps_full_strength():
+    ev = evidence(mse_packets(), handshake=False)
+    assert ev.first_packet_payload
+    o = only(mse_handshake(ev, P))
+    assert o.value == 1.0 and reason(o, "start_seen") == "0" and reason(o, "first_packet_payload") == "1"
+
+
+def test_start_unseen_after_a_packet_without_payload_halves_the_value_and_says_so():
+    ev = dataclasses.replace(evidence(mse_packets(), handshake=False), times=tuple(t + 0.5 for t in evidence(mse_packets()).times))
+    assert not ev.first_packet_payload
+    o = only(mse_handshake(ev, P))
+    assert o.value == 0.5 and reason(o, "start_seen") == "0" and reason(o, "first_packet_payload") is None
+
+
+def test_start_unseen_partial_match_is_halved():
+    o = only(mse_handshake(evidence(mse_packets(step3=300)[:4], handshake=False), P))
+    assert o.feature == "mse_partial" and o.value == P.mse_partial3_value * P.midstream_factor
+
+
+def test_a_retransmitted_step1_counts_once():
+    # Ya retransmitted one RTO later, before a slow responder answered (retrans perturbation)
+    ev = evidence(mse_packets(split_step1=False))
+    sizes = (ev.sizes[0],) + ev.sizes
+    times = (0.0, 0.25) + tuple(t + 0.3 for t in ev.times[1:])
+    ev = dataclasses.replace(ev, sizes=sizes, times=times, bursts=bursts_of(sizes))
+    o = only(mse_handshake(ev, P))
+    assert o.feature == "mse_handshake" and reason(o, "retransmissions") == "1"
+
+
+def test_segments_of_one_message_back_to_back_are_not_retransmissions():
+    ev = evidence([("o", rand(300)), ("o", rand(300, 2))])
+    assert ev.sizes_without_retransmissions() == (300, 300)
+
+
+@pytest.mark.parametrize("lost", [0, 1, 2])
+def test_one_lost_step_with_the_bt_length_still_shows_the_exchange(lost):
+    # swarm.pcap sizes 552, -580, 143, -79, 68, -310 with one of the first three packets
+    # missing from the capture (loss at the sensor), the TCP start seen
+    pkts = [("o", rand(552, 1)), ("r", rand(580, 2)), ("o", rand(143, 3)), ("r", rand(79, 4)),
+            ("o", rand(68, 5)), ("r", rand(310, 6))]
+    del pkts[lost]
+    o = only(mse_handshake(evidence(pkts), P))
+    assert o.feature == "mse_handshake" and reason(o, "lost") == f"step{lost + 1}"
+
+
+def test_a_lost_step_without_the_bt_length_is_not_the_handshake():
+    pkts = [("o", rand(552, 1)), ("o", rand(143, 3)), ("r", rand(79, 4)), ("o", rand(70, 5)), ("r", rand(310, 6))]
+    assert {o.feature for o in mse_handshake(evidence(pkts), P)} <= {"mse_partial"}
+
+
+def test_a_head_cut_to_30_bytes_by_the_snaplen_still_shows_the_exchange():
+    ev = evidence(mse_packets())
+    ev = dataclasses.replace(ev, orig_heads=(ev.orig_heads[0][:30],), resp_heads=(ev.resp_heads[0][:30],))
+    assert ev.head_captured() == (30, 30)
+    o = only(mse_handshake(ev, P))
+    assert o.feature == "mse_handshake" and reason(o, "head_captured") == "30"
 
 
 def test_udp_flows_are_not_judged_by_the_tcp_shape():

@@ -87,7 +87,7 @@ def test_tls_client_hello_is_tls_like_negative_evidence():
     ev = evidence([("o", RFC8448_CLIENT_HELLO), ("r", b"\x16\x03\x03\x00\x5a" + rand(90))])
     f = features(non_p2p_start(ev, P))
     assert set(f) == {"tls_like"}
-    assert f["tls_like"].family == FAMILY_NEGATIVE and f["tls_like"].protocol is None
+    assert f["tls_like"].family == FAMILY_NEGATIVE and f["tls_like"].protocol == "tls"
     assert reason(f["tls_like"], "first_bytes") == "160301"
     assert fully_encrypted_first_packet(ev, P) == []
 

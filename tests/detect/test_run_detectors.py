@@ -5,7 +5,7 @@ import pytest
 from detect_builders import RFC8448_CLIENT_HELLO, evidence, mse_packets, rand, udp
 
 from msewatch.detect import DETECTORS, FEATURES, DetectParams, run_detectors
-from msewatch.evidence import PROTOCOLS
+from msewatch.evidence import FAMILY_NEGATIVE, OTHER_PROTOCOLS, PROTOCOLS
 
 P = DetectParams()
 
@@ -57,7 +57,10 @@ def test_observations_are_well_formed(name):
     for o in run_detectors(FLOWS[name], P):
         assert 0.0 <= o.value <= 1.0
         assert o.feature in FEATURES
-        assert o.protocol is None or o.protocol in PROTOCOLS
+        if o.family == FAMILY_NEGATIVE:
+            assert o.protocol in OTHER_PROTOCOLS  # the protocol recognised instead
+        else:
+            assert o.protocol is None or o.protocol in PROTOCOLS
         assert all(isinstance(r, str) and "=" in r for r in o.reasons)
 
 

@@ -4,6 +4,7 @@ Packets here are hand-made (allowed for unit tests of one mechanism); the real-t
 checks are in tests/engine/test_analyze_real.py.
 """
 
+import dataclasses
 import random
 import socket
 
@@ -248,8 +249,8 @@ def test_bundled_default_config_equals_builtin_defaults():
 
 
 def _tcp_ev(orig_p, resp_p, sizes, ts, seed):
-    heads_o = (rnd(abs(next(s for s in sizes if s > 0)), seed),)
-    heads_r = (rnd(abs(next(s for s in sizes if s < 0)), seed + 1),)
+    heads_o = (rnd(abs(next(s for s in sizes if s > 0)), seed)[:256],)
+    heads_r = (rnd(abs(next(s for s in sizes if s < 0)), seed + 1)[:256],)
     return FlowEvidence(
         key=FlowKey("tcp", "10.0.0.1", orig_p, "10.0.0.2", resp_p),
         uid=f"C{seed}", community_id="1:x", ts=ts, sizes=tuple(sizes),
@@ -258,20 +259,121 @@ def _tcp_ev(orig_p, resp_p, sizes, ts, seed):
     )
 
 
-def test_a_label_that_rests_on_context_does_not_feed_more_context():
-    """One context-made label must not spread: it seeds neither the peer cache nor the host."""
-    eng = Engine()
+def _dht(eng, ts=0.0, host="10.0.0.1"):
     krpc = b"d1:ad2:id20:" + b"A" * 20 + b"6:target20:" + b"B" * 20 + b"e1:q9:find_node1:t2:aa1:y1:qe"
     dht = FlowEvidence(
-        key=FlowKey("udp", "10.0.0.1", 6881, "10.0.0.9", 6881), uid="Cd", community_id="1:d", ts=0.0,
+        key=FlowKey("udp", host, 6881, "10.0.0.9", 6881), uid="Cd", community_id="1:d", ts=ts,
         sizes=(len(krpc),), times=(0.0,), bursts=(len(krpc),), orig_heads=(krpc,), resp_heads=(), complete=True,
+        orig_pkts=1,
     )
-    assert flows(eng.process_evidence(dht))[0].label == P2P  # discovery on 10.0.0.1
-    # MSE steps 1-2 only (a partial match) right after the discovery: p2p through context
-    v = flows(eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 300, -200, 300, -200], 1.0, 7)))[0]
-    assert v.label == P2P and "host_p2p_near=discovery" in v.reasons
-    assert ("10.0.0.2", 51413) not in eng._peer_cache
+    assert flows(eng.process_evidence(dht))[0].label == P2P  # discovery on the host
+
+
+def test_host_context_never_labels_an_encrypted_flow_without_an_anchor_of_its_own():
+    """Context lifts, it never creates: right after discovery, an opening shaped like MSE
+    but without the BT handshake length (what a shadowsocks or obfs4 flow of a P2P host
+    looks like) stays unknown, seeds no peer, and counts for the host as unproven."""
+    eng = Engine()
+    _dht(eng)
+    v = flows(eng.process_evidence(_tcp_ev(40000, 8388, [300, -200, 300, -200, 300, -200], 1.0, 7)))[0]
+    assert v.label == UNKNOWN and "host_p2p_near=discovery" in v.reasons
+    assert set(v.families_own) == {"handshake_shape", "randomness"} and "host_context" in v.families_context
+    assert ("10.0.0.2", 8388) not in eng._peer_cache
     assert eng.hosts.hosts["10.0.0.1"].p2p_flows.value == 0.0  # counted as unproven, not as P2P
+
+
+def test_a_full_exchange_is_decided_at_its_anchor_and_seeds_the_peer_endpoint():
+    eng = Engine()
+    _dht(eng)
+    # a full MSE exchange with the BT handshake length (step 3 = 124, step 4 = 82)
+    v = flows(eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82, 68, -1400], 1.0, 5)))[0]
+    assert v.label == P2P and v.protocol == "bt_mse" and v.decided_at_packet == 3  # step 3 = 124
+    assert ("10.0.0.2", 51413) in eng._peer_cache  # the endpoint, never the address pair
+    assert all(isinstance(port, int) for _, port in eng._peer_cache)
+
+
+def test_the_peer_cache_decides_a_partial_opening_to_a_known_peer_endpoint_early():
+    eng = Engine()
+    eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82, 68, -1400], 1.0, 5))
+    v = flows(eng.process_evidence(_tcp_ev(40002, 51413, [301, -210, 300, -200, 300, -200], 2.0, 9)))[0]
+    assert v.label == P2P and v.decided_at_packet == 2
+    assert "peer_cache" in v.families_context and "peer_cache=endpoint" in v.reasons
+    # the same opening to another port of that address gets no help: endpoints, not addresses
+    w = flows(eng.process_evidence(_tcp_ev(40004, 8388, [301, -210, 300, -200, 300, -200], 3.0, 11)))[0]
+    assert w.label == UNKNOWN and "peer_cache" not in w.families_context
+
+
+def test_a_recognised_other_protocol_to_a_peer_is_normal_whatever_the_context():
+    """A NAS that seeds and serves DNS and TLS: flows to it are normal_likely and say what
+    they are, with the peer cache, the discovery and a P2P host score all against them."""
+    eng = Engine()
+    _dht(eng)
+    eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82, 68, -1400], 1.0, 5))
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x03org\x00\x00\x01\x00\x01"
+    dns = FlowEvidence(
+        key=FlowKey("udp", "10.0.0.1", 5353, "10.0.0.2", 53), uid="Cq", community_id="1:q", ts=2.0,
+        sizes=(len(query),), times=(0.0,), bursts=(len(query),), orig_heads=(query,), resp_heads=(),
+        orig_pkts=1, complete=True,
+    )
+    v = flows(eng.process_evidence(dns))[0]
+    assert (v.label, v.protocol) == (NORMAL, "dns") and v.families_own == ()
+    hello = bytes.fromhex("160301") + (300).to_bytes(2, "big") + rnd(300, 3)
+    tls = dataclasses.replace(_tcp_ev(40010, 51413, [305, -1400, 100, -1400], 3.0, 13), orig_heads=(hello,))
+    w = flows(eng.process_evidence(tls))[0]  # even on the peer's BT endpoint
+    assert (w.label, w.protocol) == (NORMAL, "tls") and "peer_cache" in w.families_context
+
+
+def test_udp_peers_are_remembered_by_both_endpoints():
+    eng = Engine()
+    eng._remember_peer(FlowKey("udp", "10.0.0.1", 6881, "10.0.0.9", 6882), 1.0)
+    assert set(eng._peer_cache) == {("10.0.0.9", 6882), ("10.0.0.1", 6881)}
+    eng._remember_peer(FlowKey("tcp", "10.0.0.1", 40000, "10.0.0.9", 51413), 1.0)
+    assert ("10.0.0.1", 40000) not in eng._peer_cache  # a TCP originator's port is ephemeral
+
+
+def test_the_peer_cache_is_bounded_and_ages_out():
+    eng = Engine(parse_config({"flow_table": {"peer_cache_size": 3, "peer_cache_ttl": 10.0}}))
+    for i in range(5):
+        eng._remember_peer(FlowKey("tcp", "10.0.0.1", 40000, f"10.0.1.{i}", 6881), float(i))
+    assert list(eng._peer_cache) == [("10.0.1.2", 6881), ("10.0.1.3", 6881), ("10.0.1.4", 6881)]
+    eng.now = 13.5
+    assert eng._peer_cache_hit(FlowKey("tcp", "10.0.0.1", 1, "10.0.1.4", 6881))
+    assert not eng._peer_cache_hit(FlowKey("tcp", "10.0.0.1", 1, "10.0.1.2", 6881))  # older than 10 s
+    eng._expire_peer_cache(13.5)
+    assert list(eng._peer_cache) == [("10.0.1.4", 6881)]
+
+
+def test_evidence_beyond_the_budget_is_cut_to_it_and_counted():
+    eng = Engine()
+    n = 200_000
+    sizes = tuple(300 if i % 2 == 0 else -300 for i in range(n))
+    ev = FlowEvidence(
+        key=FlowKey("tcp", "10.0.0.1", 40000, "10.0.0.2", 51413), uid="Cbig", community_id="1:x", ts=0.0,
+        sizes=sizes, times=tuple(i / 1000 for i in range(n)), bursts=sizes,
+        orig_heads=(rnd(300, 1), rnd(300, 2)), resp_heads=(rnd(1000, 3),), orig_pkts=n // 2, resp_pkts=n // 2,
+        handshake=True, complete=True,
+    )
+    v = flows(eng.process_evidence(ev))[0]
+    b = eng.cfg.budget
+    assert eng.stats.evidence_truncated == 1
+    assert eng.stats.detector_runs <= b.max_bursts + 2  # each burst end once, plus the confirmation
+    assert v.score_path and v.score_path[-1][0] <= b.max_packets
+    # evidence within the budget is left alone
+    eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82], 1.0, 5))
+    assert eng.stats.evidence_truncated == 1
+
+
+def test_verdicts_name_own_and_context_families_apart_and_always_a_protocol():
+    eng = Engine()
+    _dht(eng)
+    out = [flows(eng.process_evidence(_tcp_ev(40000 + i, 51413, s, 1.0 + i, 5 + i)))[0]
+           for i, s in enumerate(([300, -200, 124, -82, 68, -1400], [1400, -1400, 1400, -1400, 1400]))]
+    for v in out:
+        d = v.to_dict()
+        assert isinstance(d["protocol"], str) and d["protocol"]
+        assert set(d["families"]) == set(d["families_own"]) | set(d["families_context"])
+        assert not set(d["families_own"]) & {"host_context", "peer_cache"}
+    assert out[0].protocol == "bt_mse" and out[1].protocol == "unknown"
 
 
 def test_full_mse_shape_needs_the_bt_handshake_length_to_count_as_a_handshake():
@@ -279,17 +381,3 @@ def test_full_mse_shape_needs_the_bt_handshake_length_to_count_as_a_handshake():
     eng = Engine()
     v = flows(eng.process_evidence(_tcp_ev(40000, 8388, [189, -517, 115, -436, 115, -675, 115, -422], 1.0, 3)))[0]
     assert v.label != P2P and "bt_len=absent" in v.reasons
-
-
-def test_a_flow_labelled_early_through_context_still_seeds_context_when_its_whole_evidence_stands():
-    eng = Engine()
-    krpc = b"d1:ad2:id20:" + b"A" * 20 + b"6:target20:" + b"B" * 20 + b"e1:q9:find_node1:t2:aa1:y1:qe"
-    dht = FlowEvidence(
-        key=FlowKey("udp", "10.0.0.1", 6881, "10.0.0.9", 6881), uid="Cd", community_id="1:d", ts=0.0,
-        sizes=(len(krpc),), times=(0.0,), bursts=(len(krpc),), orig_heads=(krpc,), resp_heads=(), complete=True,
-    )
-    eng.process_evidence(dht)
-    # a full MSE exchange with the BT handshake length (step 3 = 124, step 4 = 82)
-    v = flows(eng.process_evidence(_tcp_ev(40000, 51413, [300, -200, 124, -82, 68, -1400], 1.0, 5)))[0]
-    assert v.label == P2P and v.decided_at_packet == 2  # context decided it early
-    assert ("10.0.0.2", 51413) in eng._peer_cache  # but its own evidence confirms it

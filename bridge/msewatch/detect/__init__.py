@@ -15,6 +15,7 @@ from .bt_plain import bt_plain
 from .dht import dht_krpc
 from .lsd import lsd
 from .mse import mse_handshake
+from .other import other_protocols
 from .params import DetectParams
 from .randomness import fully_encrypted_first_packet, non_p2p_start
 from .tracker import tracker
@@ -38,6 +39,7 @@ _T, _U = frozenset({TCP}), frozenset({UDP})
 DETECTORS: tuple[Detector, ...] = (
     # TCP: prefix checks first, then popcount, then the burst shape (which re-checks heads)
     Detector("non_p2p_start", _T, ("tls_like", "ssh_like", "http_like"), non_p2p_start),
+    Detector("other_protocols", _T | _U, ("dns_like", "quic_like", "stun_like"), other_protocols),
     Detector("bt_plain", _T, ("bt_handshake", "bt_peerwire"), bt_plain),
     Detector("tracker", _T | _U, ("http_tracker", "udp_tracker"), tracker),
     Detector("fully_encrypted", _T, ("fully_encrypted",), fully_encrypted_first_packet),
@@ -51,8 +53,9 @@ DETECTORS: tuple[Detector, ...] = (
 FEATURES: tuple[str, ...] = tuple(f for d in DETECTORS for f in d.features)
 
 
-# Detectors that read sizes/bursts (the rest read only the heads, the key and `handshake`,
-# so their result is the same for every prefix that holds the same directions).
+# Detectors that read sizes/bursts (the rest read only the heads, the key, `handshake`, the
+# sides seen and the size of each head's own packet, so their result is the same for every
+# prefix that holds the same directions).
 SHAPE_DETECTORS = frozenset({"mse"})
 
 

@@ -33,11 +33,15 @@ def lsd(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
     if not head.startswith(_START):
         return []
     lower = head.lower()
-    if b"\r\ninfohash:" not in lower or b"\r\nport:" not in lower:
-        return []
-    reasons: list[str] = []
     multicast = _to_lsd_group(ev.key.resp_h, ev.key.resp_p)
-    reasons.append(f"dst={'lsd_group' if multicast else 'other'}")
+    reasons: list[str] = [f"dst={'lsd_group' if multicast else 'other'}"]
+    if b"\r\ninfohash:" not in lower or b"\r\nport:" not in lower:
+        # a capture cut short (snaplen) may hold only the request line and Host: to the
+        # LSD group the request line is enough; elsewhere the headers must be there
+        cut = ev.head_captured(p.head_bytes)[0]
+        if cut is None or not multicast:
+            return []
+        reasons.append(f"head_captured={cut}")
     start = lower.find(b"\r\ninfohash:") + len(b"\r\ninfohash:")
     value_ = head[start:start + 42].strip()[:40]
     if len(value_) == 40 and all(b in _HEX for b in value_):

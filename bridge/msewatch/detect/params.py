@@ -29,7 +29,16 @@ class DetectParams:
     random_full_len: int = 64
     #: Value factor for TCP stream-start features when the TCP handshake was not seen:
     #: the "first" payload we hold may be from the middle of a stream (nDPI requires the start).
+    #: The full MSE exchange seen from the first captured packet is exempt (docs/architecture.md).
     midstream_factor: float = 0.5
+    #: A head the capture cut short (snaplen) is judged at its captured length with the band
+    #: popcount_low..popcount_high widened to this many standard deviations of uniform bytes
+    #: (sigma = sqrt(2/n)): the fixed band is +-4.16 sigma at 96 bytes, so a 30-byte random
+    #: head is rejected as rarely as a whole 96-byte one. Reasons say head_captured=n.
+    popcount_sigmas: float = 4.16
+    #: The evidence budget's head length (budget.head_bytes; the engine sets it): a head
+    #: shorter than min(its packet's size, head_bytes) was cut by the capture.
+    head_bytes: int = 256
 
     # --- MSE/PE handshake shape (Vuze MSE spec; PROTOCOL-FACTS §1.3, §1.4) --------------------
     #: Steps 1 and 2: Y (96 bytes) + Pad (0..512) -> 96..608 bytes per burst.
@@ -55,6 +64,12 @@ class DetectParams:
     mse_full_value: float = 0.85
     #: Full shape whose step 3 matches a known client layout (124 exact, or 124..636).
     mse_full_fingerprint_value: float = 1.0
+    #: Only the originator's packets captured (one tapped fibre): step 1 (96..608, random),
+    #: step 3 (>= 56) and the BT handshake length (step 3 = 124, or a 68-byte segment).
+    mse_one_sided_value: float = 0.9
+    #: The TCP start seen but one of steps 1-3 missing from the capture (loss at the sensor),
+    #: the BT handshake length showing: the three steps left and that length.
+    mse_step_lost_value: float = 0.9
 
     # --- plain BitTorrent peer wire (BEP 3, BEP 10, BEP 6) ------------------------------------
     #: Put the info_hash (hex) into the reasons of bt_handshake. Off for privacy-minded sites.
@@ -86,6 +101,14 @@ class DetectParams:
     #: One parsed header per direction is weak; a coherent exchange is strong.
     utp_header_value: float = 0.3
     utp_coherent_value: float = 1.0
+    #: Only the initiator's side captured: a SYN, then packets sending with its
+    #: connection id + 1 and consecutive sequence numbers.
+    utp_one_way_value: float = 0.75
+
+    # --- other protocols (negative evidence: the flow is not P2P) -----------------------------
+    #: Ports on which a DNS message is expected (DNS, mDNS, LLMNR); elsewhere a message must
+    #: parse as a complete query or answer to count.
+    dns_ports: tuple[int, ...] = (53, 5353, 5355)
 
     # --- trackers (BEP 15 UDP, BEP 3 HTTP) and LSD (BEP 14) -----------------------------------
     udp_tracker_value: float = 0.9

@@ -10,6 +10,7 @@ The negative observations name starts that are clearly TLS, SSH or HTTP.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..evidence import (
@@ -69,19 +70,50 @@ def known_start(head: bytes) -> str | None:
     return None
 
 
-def random_verdict(head: bytes, p: DetectParams) -> RandomVerdict:
-    """Apply Ex1-Ex5 to one payload head."""
+def popcount_band(p: DetectParams, n: int, truncated: bool) -> tuple[float, float]:
+    """Ex1's band; for a head the capture cut to n bytes, widened to popcount_sigmas
+    standard deviations of uniform bytes at that length (never narrower than the band)."""
+    lo, hi = p.popcount_low, p.popcount_high
+    if truncated and n > 0:
+        mid = (lo + hi) / 2
+        half = max((hi - lo) / 2, p.popcount_sigmas * math.sqrt(2.0 / n))
+        lo, hi = mid - half, mid + half
+    return lo, hi
+
+
+_Q_PRINTABLE = 95 / 256  # share of printable bytes among uniform ones
+
+
+def printable_limit(p: DetectParams, n: int, truncated: bool) -> float:
+    """Ex3's limit on printable bytes; for a head the capture cut to n bytes, raised to
+    popcount_sigmas standard deviations above what uniform bytes show (95/256 of them are
+    printable: at 30 bytes 11 +- 2.6, so a flat 50 % would exempt 7 % of random heads)."""
+    limit = p.printable_share * n
+    if truncated:
+        limit = max(limit, n * _Q_PRINTABLE + p.popcount_sigmas * math.sqrt(n * _Q_PRINTABLE * (1 - _Q_PRINTABLE)))
+    return limit
+
+
+def random_verdict(head: bytes, p: DetectParams, truncated: bool = False, prefix_exempt: bool = True) -> RandomVerdict:
+    """Apply Ex1-Ex5 to one payload head.
+
+    truncated: the capture cut the packet to this head (snaplen), so Ex1 and Ex3 are judged
+    on the captured bytes with the length-aware limits of `popcount_band`/`printable_limit`. prefix_exempt=False drops Ex2 (six
+    printable bytes at the start): the GFW needs it to be cheap on the first bytes, a
+    detector holding the whole head has Ex3/Ex4 for text and may ignore a prefix that a
+    uniformly random key shows in 0.26 % of cases."""
     pc = popcount_per_byte(head)
     if len(head) < p.min_random_len:
         return RandomVerdict(False, pc, "too_short")
     if known_start(head) is not None:
         return RandomVerdict(False, pc, "ex5_fingerprint")
-    if not (p.popcount_low < pc < p.popcount_high):
+    lo, hi = popcount_band(p, len(head), truncated)
+    if not (lo < pc < hi):
         return RandomVerdict(False, pc, "ex1_popcount")
     n = p.printable_prefix_len
-    if len(head) >= n and printable_count(head[:n]) == n:
+    if prefix_exempt and len(head) >= n and printable_count(head[:n]) == n:
         return RandomVerdict(False, pc, "ex2_printable_prefix")
-    if printable_count(head) > p.printable_share * len(head):
+    if printable_count(head) > printable_limit(p, len(head), truncated):
         return RandomVerdict(False, pc, "ex3_printable_share")
     if longest_printable_run_exceeds(head, p.printable_run):
         return RandomVerdict(False, pc, "ex4_printable_run")
@@ -97,14 +129,19 @@ def fully_encrypted_first_packet(ev: FlowEvidence, p: DetectParams) -> list[Obse
     if ev.key.proto != TCP or not ev.orig_heads:
         return []
     head = ev.orig_heads[0]
-    v = random_verdict(head, p)
+    cut_o, cut_r = ev.head_captured(p.head_bytes)
+    v = random_verdict(head, p, truncated=cut_o is not None)
     if not v.random:
         return []
     value = 1.0 if len(head) >= p.random_full_len else 0.5
     reasons = [f"popcount={v.popcount:.2f}", f"head_len={len(head)}"]
+    if cut_o is not None:
+        reasons.append(f"head_captured={cut_o}")
     if ev.resp_heads:
-        rv = random_verdict(ev.resp_heads[0], p)
+        rv = random_verdict(ev.resp_heads[0], p, truncated=cut_r is not None)
         reasons.append(f"resp_random={int(rv.random)}")
+    if ev.one_sided:
+        reasons.append("one_sided=1")
     if not ev.handshake:
         value *= p.midstream_factor
         reasons.append("start_seen=0")
@@ -126,6 +163,10 @@ def non_p2p_start(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
         return []
     out: list[Observation] = []
     seen: set[str] = set()
+    from .tracker import tracker_answer
+
+    tracker = (bool(ev.orig_heads) and _is_tracker_request(ev.orig_heads[0])) or (
+        bool(ev.resp_heads) and tracker_answer(ev.resp_heads[0]))
     for direction, heads in (("orig", ev.orig_heads), ("resp", ev.resp_heads)):
         if not heads:
             continue
@@ -134,16 +175,16 @@ def non_p2p_start(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
         if kind is None:
             continue
         if kind.startswith("tls"):
-            feature = "tls_like"
+            feature, protocol = "tls_like", "tls"
         elif kind == "ssh":
-            feature = "ssh_like"
+            feature, protocol = "ssh_like", "ssh"
         else:
-            if kind == "http_request" and _is_tracker_request(head):
-                continue
-            feature = "http_like"
+            if tracker:
+                continue  # a tracker announce and its HTTP answer: the tracker detector's
+            feature, protocol = "http_like", "http"
         if feature in seen:
             continue
         seen.add(feature)
         reasons = (f"dir={direction}", f"start={kind}", f"first_bytes={head[:3].hex()}")
-        out.append(Observation(feature, FAMILY_NEGATIVE, 1.0, None, reasons))
+        out.append(Observation(feature, FAMILY_NEGATIVE, 1.0, protocol, reasons))
     return out

@@ -47,11 +47,31 @@ def _udp_tracker(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
     return [Observation("udp_tracker", FAMILY_PLAINTEXT, value, "tracker", tuple(reasons))]
 
 
+# bencoded keys an announce or scrape answer starts its dictionary with (BEP 3, BEP 23, BEP 48;
+# keys are sorted, so the first one is one of these)
+_ANSWER_KEYS = (b"8:complete", b"10:complete", b"8:interval", b"5:peers", b"12:min interval",
+                b"14:failure reason", b"15:warning message", b"10:incomplete", b"10:tracker id",
+                b"5:files", b"10:downloaded", b"6:peers6")
+
+
+def tracker_answer(head: bytes) -> bool:
+    """An HTTP answer whose body is a tracker's bencoded dictionary (the request may be
+    missing from the capture: loss, or only the tracker's side tapped)."""
+    if not head.startswith(b"HTTP/1."):
+        return False
+    body = head.find(b"\r\n\r\nd")
+    return body >= 0 and head[body + 5:body + 25].startswith(_ANSWER_KEYS)
+
+
 def _http_tracker(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
     if not ev.orig_heads:
+        if ev.resp_heads and tracker_answer(ev.resp_heads[0]):
+            return [Observation("http_tracker", FAMILY_PLAINTEXT, p.http_tracker_value, "tracker", ("answer=1",))]
         return []
     head = ev.orig_heads[0]
     if not head.startswith(b"GET "):
+        if ev.resp_heads and tracker_answer(ev.resp_heads[0]):
+            return [Observation("http_tracker", FAMILY_PLAINTEXT, p.http_tracker_value, "tracker", ("answer=1",))]
         return []
     line = head.split(b"\r\n", 1)[0]
     q = line.find(b"?")

@@ -113,6 +113,20 @@ def _coherence(orig: list[UtpHeader], resp: list[UtpHeader]) -> list[str]:
     return ["syn=0", "conn_id_pair=1", "ack_progress=1"] if acked else []
 
 
+def _one_way(orig: list[UtpHeader]) -> list[str]:
+    """Reasons showing the initiator's side alone is one uTP connection (empty: not shown):
+    a SYN with connection id c, then packets sent with c + 1 (BEP 29) whose sequence
+    numbers follow the SYN's."""
+    if len(orig) < 2 or orig[0].type != ST_SYN:
+        return []
+    syn, later = orig[0], orig[1:]
+    if not all(h.conn_id == _u16(syn.conn_id + 1) and h.type != ST_SYN for h in later):
+        return []
+    if not _seq_progress(orig):
+        return []
+    return ["syn=1", "orig_send_id=recv_id+1", "seq_progress=1", "one_sided=1"]
+
+
 def _seq_progress(headers: list[UtpHeader]) -> bool:
     seqs = [h.seq for h in headers if h.type in (ST_SYN, ST_DATA)]
     return len(seqs) >= 2 and all(_u16(b - a) in (0, 1) for a, b in zip(seqs, seqs[1:]))
@@ -144,7 +158,10 @@ def utp(ev: FlowEvidence, p: DetectParams) -> list[Observation]:
         reasons.append("seq_progress=1")
     out = [Observation("utp_header", FAMILY_PLAINTEXT, p.utp_header_value, "utp", tuple(reasons))]
     coherent = _coherence(o, r)
+    value = p.utp_coherent_value
+    if not coherent and ev.one_sided == "orig":
+        coherent, value = _one_way(o), p.utp_one_way_value
     if coherent:
-        out.append(Observation("utp_coherent", FAMILY_PLAINTEXT, p.utp_coherent_value, "utp",
+        out.append(Observation("utp_coherent", FAMILY_PLAINTEXT, value, "utp",
                                tuple(coherent + [r_ for r_ in reasons if r_.startswith("payload_")])))
     return out

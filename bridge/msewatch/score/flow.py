@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..config import ScoringConfig
-from ..evidence import FAMILY_HOST, FAMILY_NEGATIVE, FAMILY_PLAINTEXT, FlowEvidence, Observation
+from ..evidence import CONTEXT_FAMILIES, FAMILY_NEGATIVE, FAMILY_PLAINTEXT, FAMILY_SHAPE, FlowEvidence, Observation
 from ..verdict import NORMAL, P2P, UNKNOWN
 
 
@@ -28,21 +28,36 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+# Features whose presence makes an encrypted flow's own evidence specific to BitTorrent:
+# the MSE exchange with the BitTorrent handshake's length showing through RC4. Randomness
+# and the bare 96-608 byte opening are shared with fully-encrypted proxies (shadowsocks,
+# obfs4), so without an anchor only the peer cache may lift them (see label_for).
+ANCHOR_FEATURES = frozenset({"mse_handshake"})
+PEER_FEATURE = "peer_cache"
+
+
 @dataclass(frozen=True, slots=True)
 class FlowScore:
-    score: float  # S_flow (log-odds)
+    score: float  # S_flow (log-odds), own evidence and context
     protocol: str | None  # protocol of the strongest positive contribution
-    families: tuple[str, ...]  # families with a positive contribution
+    families: tuple[str, ...]  # families with a positive contribution (own, then context)
     reasons: tuple[str, ...]
-    plaintext: bool  # a literal protocol signature contributed
+    plaintext: bool  # a literal P2P protocol signature contributed
+    families_own: tuple[str, ...] = ()  # positive families of the flow's own evidence
+    families_context: tuple[str, ...] = ()  # positive context families (peer cache, host)
+    other_protocol: str | None = None  # a non-P2P protocol the flow's own evidence shows
+    anchor: bool = False  # an anchor feature (ANCHOR_FEATURES) contributed
+    peer: bool = False  # the peer cache contributed
 
 
 def score_observations(obs: Sequence[Observation], sc: ScoringConfig) -> FlowScore:
     s = sc.bias
     best: tuple[float, str | None] = (0.0, None)
-    families: list[str] = []
+    own: list[str] = []
+    ctx: list[str] = []
     reasons: list[str] = []
-    plaintext = False
+    plaintext = anchor = peer = False
+    other: str | None = None
     for o in obs:
         contrib = sc.weight(o.feature) * o.value
         if contrib == 0.0:
@@ -51,13 +66,21 @@ def score_observations(obs: Sequence[Observation], sc: ScoringConfig) -> FlowSco
         reasons.append(f"{o.feature}={o.value:.2f}")
         reasons.extend(o.reasons)
         if contrib > 0:
-            if o.family not in families:
-                families.append(o.family)
+            fams = ctx if o.family in CONTEXT_FAMILIES else own
+            if o.family not in fams:
+                fams.append(o.family)
             if o.family == FAMILY_PLAINTEXT:
                 plaintext = True
+            if o.feature in ANCHOR_FEATURES:
+                anchor = True
+            if o.feature == PEER_FEATURE:
+                peer = True
             if o.protocol is not None and contrib > best[0]:
                 best = (contrib, o.protocol)
-    return FlowScore(s, best[1], tuple(families), tuple(reasons), plaintext)
+        elif o.family == FAMILY_NEGATIVE and other is None and o.protocol is not None:
+            other = o.protocol
+    return FlowScore(s, best[1], tuple(own + ctx), tuple(reasons), plaintext, tuple(own), tuple(ctx), other,
+                     anchor, peer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +92,39 @@ class Decision:
     packet: int  # payload packets in the prefix that decided (0 = none)
     ts: float
     path: tuple[tuple[int, float], ...] = ()  # (payload packets, P) at each prefix scored
+    host_family: bool = False  # the host's score counted as context
 
 
 def label_for(
     fs: FlowScore, s_host: float, host_family: bool, n_packets: int, old_enough: bool, sc: ScoringConfig
 ) -> tuple[str, float, float]:
-    """Label one prefix. Returns (label, combined S, P).
+    """Label one prefix. Returns (label, combined S, P). Context lifts, it never creates:
 
-    p2p_likely needs P >= t_high and, unless a literal protocol signature is present,
-    at least two payload packets and `min_families_encrypted` independent families
-    (the host's context counts as one when it is P2P-like).
+    1. a non-P2P protocol the flow's own evidence recognises (TLS, SSH, HTTP, DNS, QUIC,
+       STUN) makes the flow normal_likely, whatever the context says, unless a literal
+       P2P signature is there too (a tracker's HTTP answer);
+    2. a literal P2P signature of the flow's own (BT handshake, KRPC, BEP 15, tracker GET,
+       LSD, uTP structure) is p2p_likely at P >= t_high; context may lift a weak one;
+    3. an encrypted flow is p2p_likely at P >= t_high only with at least two payload
+       packets, `min_families_encrypted` families of its own evidence (the MSE shape,
+       randomness; context families never count), and either an anchor of its own (the MSE
+       exchange with the BT handshake length, ANCHOR_FEATURES) or a peer-cache hit: the
+       remote endpoint (address and listening port) spoke BitTorrent on its own evidence
+       recently. Host context alone never lifts an unanchored encrypted flow: a P2P host's
+       proxy flows (shadowsocks, obfs4) look the same from their own evidence;
+    4. normal_likely at P <= t_low once old enough; otherwise unknown.
     """
     # A host without P2P evidence neither helps nor hurts a flow: only its positive
     # score enters, so a host's first P2P flow is judged on its own evidence.
     s = sc.alpha * fs.score + (1.0 - sc.alpha) * max(s_host, 0.0)
     p = sigmoid(s)
+    if fs.other_protocol is not None and not fs.plaintext:
+        return NORMAL, s, p
     if p >= sc.t_high:
         if fs.plaintext:
             return P2P, s, p
-        fams = set(fs.families) - {FAMILY_NEGATIVE}
-        if host_family:
-            fams.add(FAMILY_HOST)
-        if n_packets >= 2 and len(fams) >= sc.min_families_encrypted:
+        own = set(fs.families_own) - {FAMILY_NEGATIVE}
+        if n_packets >= 2 and len(own) >= sc.min_families_encrypted and (fs.anchor or fs.peer):
             return P2P, s, p
         return UNKNOWN, s, p
     if p <= sc.t_low and old_enough:
@@ -118,7 +152,9 @@ def decide(
 
     A label reached on a prefix is never revised by later packets (hysteresis): a single
     odd packet after the decision cannot flip it. An inconclusive flow is labelled on
-    its complete evidence.
+    its complete evidence. The prefixes are the burst ends, so the walk scores at most
+    max_bursts + 1 of them whatever the evidence holds (the engine cuts evidence to the
+    budget before it gets here): deciding is linear in the budget.
     """
     sizes = ev.sizes
     if not sizes:
@@ -126,7 +162,7 @@ def decide(
         label, s, p = label_for(fs, s_host, host_family, 0, ev.complete, sc)
         if label == P2P and not fs.plaintext:
             label = UNKNOWN
-        return Decision(label, fs, s, p, 0, ev.ts + ev.duration, ((0, p),))
+        return Decision(label, fs, s, p, 0, ev.ts + ev.duration, ((0, p),), host_family)
     last: Decision | None = None
     path: list[tuple[int, float]] = []
     for n in decision_points(sizes):
@@ -134,9 +170,11 @@ def decide(
         fs = score_observations(observe(pre), sc)
         whole = n == len(sizes)
         old_enough = n >= sc.min_packets_normal or (whole and ev.complete)
+        if not whole and FAMILY_SHAPE in fs.families_own:
+            old_enough = False  # an opening still shaped like MSE is not normal before its end
         label, s, p = label_for(fs, s_host, host_family, n, old_enough, sc)
         path.append((n, p))
-        last = Decision(label, fs, s, p, n, ev.ts + ev.times[n - 1], tuple(path))
+        last = Decision(label, fs, s, p, n, ev.ts + ev.times[n - 1], tuple(path), host_family)
         if label != UNKNOWN:
             return last
     assert last is not None
