@@ -91,6 +91,9 @@ class Bridge:
             metrics.engine_errors_total += 1
             log.exception("engine failed on evidence for %s; skipped", ev.uid)
             return
+        stats = getattr(self.engine, "stats", None)  # the engine counts what it cut to the budget
+        if stats is not None:
+            metrics.evidence_truncated_total = stats.evidence_truncated
         topic = self.cfg.verdict_topic
         produced = []
         for v in verdicts or ():
@@ -409,6 +412,7 @@ class VerdictOutputs:
         from .ecs import formatter
 
         self.engine = engine
+        self.stats = getattr(engine, "stats", None)  # the engine's counters, for the bridge's metrics
         self._format = formatter(verdict_format)  # verdict dict -> what the JSON-lines file gets
         self.metrics = metrics or Metrics()
         self._path = cfg.verdicts_jsonl

@@ -84,7 +84,9 @@ def _summary(verdicts: list[dict], out: IO[str], top: int = 10) -> None:
     # a host is reported when its label changes and once at the end: show its last verdict
     hosts = list({v["host"]: v for v in verdicts if v["type"] == "host"}.values())
     labels = Counter(v["label"] for v in flows)
-    protos = Counter((v["label"], v["protocol"] or "-") for v in flows if v["label"] != "normal_likely")
+    # "unknown" (null before) names no protocol
+    protos = Counter((v["label"], v["protocol"] if v["protocol"] not in (None, "", "unknown") else "-")
+                     for v in flows if v["label"] != "normal_likely")
     w = out.write
     w(f"\nmsewatch summary: {len(flows)} flows, {len(hosts)} hosts\n")
     w(f"{'flow label':<16}{'count':>8}\n")

@@ -286,9 +286,11 @@ class EvalReport:
     misses: list[dict]
     false_positives: list[dict]
     duplicate_labels: list[dict]
+    predictions: list[FlowPrediction] = field(default_factory=list, repr=False)  # every flow scored
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["predictions"]
         d["bars"] = check_bars(self)
         return d
 
@@ -489,6 +491,7 @@ def evaluate(
         misses=misses,
         false_positives=fps,
         duplicate_labels=duplicates,
+        predictions=flows,
     )
 
 
@@ -816,8 +819,9 @@ def _flow_lines(items: list[dict], limit: int = 50) -> list[str]:
     out = []
     for d in items[:limit]:
         why = " ".join(d.get("reasons") or [])
+        guess = d.get("protocol") if d.get("protocol") not in (None, "", "unknown") else "-"
         out.append(f"- `{d['pcap']}` {_tuple_str(d)} truth={d.get('truth')} got={d.get('label')}"
-                   f"/{d.get('protocol') or '-'} at pkt {d.get('decided_at_packet')}"
+                   f"/{guess} at pkt {d.get('decided_at_packet')}"
                    + (" (no payload)" if d.get("no_payload") else "") + (f" — {why}" if why else ""))
     if len(items) > limit:
         out.append(f"- … and {len(items) - limit} more (see the JSON output)")
@@ -864,7 +868,7 @@ def report_markdown(rep: EvalReport, title: str = "msewatch evaluation") -> str:
     parts += _flow_lines(rep.misses + rep.false_positives) or ["None."]
     if rep.unlabeled:
         parts += ["", f"#### Flows without a label row ({n})", ""]
-        parts += [f"- `{d['pcap']}` {_tuple_str(d)} {d['label']}/{d['protocol'] or '-'} ({d['why']})"
+        parts += [f"- `{d['pcap']}` {_tuple_str(d)} {d['label']}/{d['protocol'] if d['protocol'] not in (None, '', 'unknown') else '-'} ({d['why']})"
                   for d in rep.unlabeled[:50]]
         if n > 50:
             parts.append(f"- … and {n - 50} more")

@@ -183,7 +183,8 @@ def run_timeline(pcaps: Sequence[str | Path], labels, roles, cfg=None, shared: s
 
     names = [Path(p).name for p in pcaps]
     packets = [list(iter_packets(str(p), ReadStats())) for p in pcaps]
-    maps = shared_host_maps(labels, roles, shared) if shared else {}
+    mine = set(names)
+    maps = shared_host_maps([r for r in labels if r.pcap in mine], roles, shared) if shared else {}
     plans = plan_timeline(packets, names, maps)
 
     # direction-independent timeline key -> (capture index); per capture the way back

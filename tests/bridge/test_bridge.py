@@ -519,3 +519,78 @@ def test_answered_cache_is_a_bounded_lru():
     off = AnsweredCache(0)
     off.put("a", (("a", "A"),))
     assert off.get("a") is None and len(off) == 0
+
+
+# ----------------------------------------------------------------------------- evidence beyond the budget
+
+
+def test_evidence_with_200000_packets_is_cut_to_the_budget_while_metrics_keep_answering():
+    """Issue 11 item 1: one valid flow_evidence message with 200,000 packets (what the 16 MiB
+    frame limit allows) used to stall the bridge for hours in decide(). The engine cuts it
+    to the budget at its entry and counts it; its work is that of any budget-sized flow
+    (detector runs <= max_bursts + 2), the verdict comes back, and the metrics endpoint
+    answers throughout."""
+    import threading
+
+    from msewatch.config import Config
+    from msewatch.engine import Engine
+
+    n = 200_000
+    big = FlowEvidence(
+        key=FlowKey("tcp", "10.0.0.1", 40000, "198.51.100.7", 6881),
+        uid="Cbig0000000000000", community_id="1:x", ts=1763778416.0,
+        sizes=tuple(1 if i % 2 == 0 else -1 for i in range(n)), times=(0.0,) * n, bursts=(),
+        orig_heads=(b"\x13BitTorrent protocol",), resp_heads=(b"\x13BitTorrent protocol",),
+        orig_pkts=n // 2, resp_pkts=n // 2, handshake=True, complete=True,
+    )
+    big_message = v1.encode_event_message(EVIDENCE_TOPIC, events.evidence_to_event(big))
+    assert len(big_message) < 16 * 1024 * 1024  # a frame the bridge accepts
+    cfg = Config()
+    engine = Engine(cfg)
+    metrics = Metrics()
+    scrapes: list[str] = []
+    failures: list[str] = []
+    published = threading.Event()
+    done = threading.Event()
+
+    def poll(url: str) -> None:
+        while not done.is_set():
+            try:
+                body = urllib.request.urlopen(url, timeout=60).read().decode()
+                if published.is_set():
+                    scrapes.append(body)
+            except Exception as e:  # pragma: no cover - what the test is about
+                failures.append(repr(e))
+            done.wait(0.05)
+
+    async def scenario():
+        zeek = await FakeZeek().start()
+        server = MetricsServer(metrics, MetricsConfig(port=0))
+        await server.start()
+        bridge = Bridge(zeek_cfg(zeek.url), engine, metrics)
+        task = asyncio.create_task(bridge.run())
+        poller = threading.Thread(target=poll, args=(f"http://127.0.0.1:{server.port}/metrics",), daemon=True)
+        poller.start()
+        await zeek.wait_connected()
+        runs_before = engine.stats.detector_runs
+        await zeek.publish(EVIDENCE_TOPIC, big_message)
+        published.set()
+        await zeek.publish(EVIDENCE_TOPIC, evidence_message(1))
+        await zeek.wait_for(lambda: len(verdict_uids(zeek)) >= 2, timeout=120)
+        runs_big = engine.stats.detector_runs - runs_before
+        await wait_until(lambda: len(scrapes) >= 2, timeout=60)
+        done.set()
+        await asyncio.to_thread(poller.join, 60)
+        bridge.stop()
+        await task
+        await server.stop()
+        await zeek.terminate()
+        return zeek, runs_big
+
+    zeek, runs_big = asyncio.run(asyncio.wait_for(scenario(), 300))
+    assert verdict_uids(zeek) == [big.uid, f"C{1:017d}"]
+    assert engine.stats.evidence_truncated == 1 and metrics.evidence_truncated_total == 1
+    # the work done for the big message is bounded by the budget, not by its 200,000 packets
+    assert runs_big <= 2 * (cfg.budget.max_bursts + 2)
+    assert not failures, failures
+    assert "msewatch_evidence_truncated_total 1\n" in scrapes[-1]
