@@ -285,3 +285,22 @@ def test_step4_of_exactly_82_is_padd_zero_plus_the_handshake():
     o = only(mse_handshake(evidence(mse_packets(step3=300, step4=82)), P))
     assert o.feature == "mse_handshake" and reason(o, "step4") == "82"
 
+
+
+def test_a_68_byte_tail_of_a_segmented_proxy_chunk_is_not_the_bt_handshake():
+    # held-out corpus (seed 2), shadowsocks_aead_chacha.pcap at MSS 536: a 604-byte reply
+    # chunk became 536 + 68 in the sixth run; it once made a false positive that then
+    # spread to four more flows through the peer cache
+    sizes = [188, -536, -63, 116, -439, 115, -536, -68, 116, -409]
+    pkts = [("o" if s > 0 else "r", rand(abs(s), i)) for i, s in enumerate(sizes)]
+    o = only(mse_handshake(evidence(pkts), P))
+    assert o.feature == "mse_partial" and reason(o, "bt_len") == "absent"
+
+
+def test_the_bt_handshake_segment_must_sit_in_the_exchange_and_not_after_full_segments():
+    from msewatch.detect.mse import bt_segment
+
+    assert bt_segment([300, -200, 109, 68, -52], P) == 3  # aria2: step 3, then the handshake
+    assert bt_segment([300, -200, 300, -200, 300, -200, 68], P) is None  # seventh run: too late
+    assert bt_segment([300, -536, -536, -68, 300], P) is None  # 536 repeated: the MSS, 68 its tail
+    assert bt_segment([368, -373, 541, 68], P) == 3  # a 541-byte step 3 once is no MSS

@@ -44,9 +44,36 @@ def bt_length_through_rc4(sizes, b, p: DetectParams) -> str | None:
         return "step3=124"
     if len(b) >= 4 and -b[3] == p.mse_step4_min + p.bt_handshake_len:
         return "step4=82"
-    for i, size in enumerate(sizes[2 : p.bt_len_window], start=3):
-        if abs(size) == p.bt_handshake_len:
-            return f"bt_len=68@{i}"
+    i = bt_segment(sizes, p)
+    return None if i is None else f"bt_len=68@{i + 1}"
+
+
+def bt_segment(sizes, p: DetectParams, runs: int | None = None) -> int | None:
+    """Index of a 68-byte segment that can be the BitTorrent handshake after steps 1-2.
+
+    It must come among the first `bt_len_window` packets and within the exchange's runs
+    (`bt_len_runs`: A's step 3, B's step 4, or the run right after), and must not be the
+    tail of a segmented larger write: a segment right after a full-sized one of its
+    direction (at least 536 bytes and the largest size that direction repeats, i.e. the
+    MSS) is the rest of that write (a proxy's 604-byte chunk at MSS 536: 536 + 68)."""
+    runs = p.bt_len_runs if runs is None else runs
+    run = 0
+    full: dict[bool, int] = {}
+    for orig in (True, False):
+        same = [abs(x) for x in sizes if (x > 0) == orig]
+        top = max(same, default=0)
+        full[orig] = top if top >= 536 and same.count(top) >= 2 else -1
+    for i, x in enumerate(sizes[: p.bt_len_window]):
+        if i == 0 or (x > 0) != (sizes[i - 1] > 0):
+            run += 1
+            if run > runs:
+                return None
+        if i < 2 or abs(x) != p.bt_handshake_len:
+            continue
+        prev = sizes[i - 1]
+        if (prev > 0) == (x > 0) and abs(prev) == full[x > 0]:
+            continue  # the tail of a segmented write
+        return i
     return None
 
 
@@ -85,10 +112,11 @@ def _one_sided(ev: FlowEvidence, p: DetectParams, orig: bytes, cut: int | None) 
     if cut is not None:
         reasons.append(f"head_captured={cut}")
     window = sz[:p.bt_len_window]
+    i = bt_segment(sz, p, runs=1)
     if s3 == p.mse_step3_exact:
         bt_len = "step3=124"
-    elif p.bt_handshake_len in window[2:]:
-        bt_len = f"bt_len=68@{window.index(p.bt_handshake_len, 2) + 1}"
+    elif i is not None:
+        bt_len = f"bt_len=68@{i + 1}"
     else:
         bt_len = None
     if bt_len is None or _ssh_lattice(window, p):
@@ -140,12 +168,11 @@ def _step_lost(ev: FlowEvidence, p: DetectParams, sizes, cut_o: int | None, cut_
         s4 = -after[0] if after else None
     if s4 is not None and s4 < p.mse_step4_min:
         return []
-    window = sizes[:p.bt_len_window]
     if s3 == p.mse_step3_exact:
         bt_len = "step3=124"
     elif s4 == p.mse_step4_min + p.bt_handshake_len:
         bt_len = "step4=82"
-    elif any(abs(x) == p.bt_handshake_len for x in window[2:]):
+    elif bt_segment(sizes, p, runs=p.bt_len_runs - 1) is not None:  # one run fewer: one step is gone
         bt_len = "bt_len=68"
     else:
         return []

@@ -56,6 +56,9 @@ class DetectParams:
     bt_handshake_len: int = 68
     #: How many payload packets to search for a 68-byte segment after steps 1-2.
     bt_len_window: int = 10
+    #: ... and within how many direction runs: A's step 3, B's step 4, and the run after
+    #: (where every BitTorrent handshake of both corpora sits: packets 3-5).
+    bt_len_runs: int = 5
     #: Ya/Yb < P and P starts with 8 bytes 0xFF, so a DH public key cannot start with them.
     mse_ff_prefix: int = 8
     #: Observation values: two bursts only, three bursts, the full four-step shape.
