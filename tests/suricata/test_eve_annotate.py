@@ -278,3 +278,263 @@ def test_follower_checkpoint_resumes_mid_file(tmp_path):
     f2 = Follower(eve, ck, poll_interval=0)
     rest = [x for x in f2.lines(stop=lambda: True) if x is not None]
     assert got + rest == list(read_lines(eve))
+
+
+# -- issue 11: type-confused lines, truncation while stopped, full disk, bad checkpoints ------
+TYPE_CONFUSED = [
+    b'{"community_id":["x"],"event_type":"flow"}\n',
+    b'{"community_id":{"a":1},"event_type":"flow"}\n',
+    b'{"event_type":"flow","src_ip":{"a":1},"src_port":40000,"dest_ip":"10.0.0.2","dest_port":6881,"proto":"TCP"}\n',
+    b'{"event_type":"flow","src_ip":"10.0.0.1","src_port":40000,"dest_ip":"10.0.0.2","dest_port":6881,"proto":["TCP"]}\n',
+    b'{"event_type":"flow","src_ip":"10.0.0.1","src_port":1e400,"dest_ip":"10.0.0.2","dest_port":6881,"proto":"TCP"}\n',  # not JSON to orjson
+    b'{"event_type":"flow","community_id":"1:abc=","timestamp":["x"],"flow":{"start":5}}\n',
+    b'{"event_type":"flow","community_id":"1:abc=","timestamp":"0001-01-01"}\n',
+]
+
+
+def test_type_confused_lines_pass_through_and_only_skip_the_join():
+    good = ev(community_id="1:abc=")
+    lines = [good] + TYPE_CONFUSED + [good]
+    out, st = run(lines)
+    assert st.lines_in == st.lines_out == len(lines)
+    assert out[1:-1] == TYPE_CONFUSED[:5] + out[6:-1]  # unusable join fields: passed through untouched
+    assert all(b'"msewatch"' in x for x in (out[0], out[-1]))
+    # the two lines whose community_id is fine still join on it; the wrong-typed fields are counted
+    assert [b'"msewatch"' in x for x in out[6:8]] == [True, True]
+    assert st.join_skipped == 4 and st.not_json == 1
+
+
+def test_type_confused_field_falls_back_to_the_usable_five_tuple():
+    # community_id is a list, but the 5-tuple is fine: the line is still annotated
+    raw = ev(community_id=["x"])
+    out, st = run([raw], verdicts=[{**V, "community_id": "1:other="}])
+    assert b'"msewatch"' in out[0] and st.join_skipped == 1
+
+
+def test_type_confused_verdicts_are_skipped_and_counted():
+    bad = [{**V, "ts": "abc"}, {**V, "ts": [1]}, {**V, "ts": float("nan")}, {**V, "community_id": ["x"], "orig_h": {}},
+           {**V, "orig_p": "x", "community_id": 5}, "not an object", {**V, "reasons": 7, "community_id": "1:r="}]
+    lookup = VerdictLookup(bad)
+    assert lookup.skipped == 6 and len(lookup) == 1
+    out = io.BytesIO()
+    st = annotate([ev(community_id="1:r=")], lookup, out)
+    assert orjson.loads(out.getvalue())["msewatch"]["reasons"] == [] and st.verdicts_skipped == 6
+
+
+def test_main_annotate_survives_type_confused_eve_and_verdict_lines(tmp_path, capsys):
+    eve, vf, out = tmp_path / "eve.json", tmp_path / "v.jsonl", tmp_path / "out.json"
+    lines = [ev(community_id="1:abc=")] + TYPE_CONFUSED + [b"\xff\xfe not utf-8\n", ev(community_id="1:abc=")]
+    eve.write_bytes(b"".join(lines))
+    vf.write_bytes(b'{"type":"flow","ts":"abc","community_id":"1:zzz="}\n[1]\nnot json\n' + orjson.dumps(V) + b"\n")
+    assert main_annotate([str(eve), "--verdicts", str(vf), "--out", str(out), "--stats"]) == 0
+    got = out.read_bytes().splitlines(keepends=True)
+    assert len(got) == len(lines) and got[1:-1] == [*lines[1:6], *got[6:8], lines[8]]
+    st = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert st["verdicts_skipped"] == 3 and st["annotated"] >= 2 and st["lines_out"] == len(lines)
+
+
+def test_follow_survives_type_confused_lines_across_restarts(tmp_path):
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    first = _lines(20) + TYPE_CONFUSED + _lines(20, 20)
+    eve.write_bytes(b"".join(first))
+    _follow_until(eve, out, len(first), ck)
+    assert out.read_bytes().count(b"\n") == len(first)
+    with open(eve, "ab") as f:  # the same lines again after a restart, then more
+        f.write(b"".join(TYPE_CONFUSED + _lines(10, 40)))
+    _follow_until(eve, out, len(first) + len(TYPE_CONFUSED) + 10, ck)
+    got = out.read_bytes().splitlines(keepends=True)
+    assert len(got) == len(first) + len(TYPE_CONFUSED) + 10
+    assert got[20:20 + len(TYPE_CONFUSED)][:5] == TYPE_CONFUSED[:5] and got[-10:][-1].endswith(b"}\n")
+
+
+def _eve_line(i: int, pad: int = 0) -> bytes:
+    return ev(community_id=f"1:n{i}=", flow_id=i, pad="x" * pad)
+
+
+def _follow_all(eve: Path, out: Path, ck: Path, n: int, timeout: float = 30.0):
+    """Follow until out holds n lines (or the timeout: then the assertions show the loss)."""
+    deadline = time.monotonic() + timeout
+    return follow(eve, out, VerdictLookup(), checkpoint=ck, max_wait=0.0, poll_interval=0.02,
+                  checkpoint_every=50, stop=lambda: time.monotonic() > deadline or out.read_bytes().count(b"\n") >= n)
+
+
+def _copytruncate(eve: Path, copy: Path) -> None:
+    shutil.copyfile(eve, copy)
+    with open(eve, "r+b") as f:
+        f.truncate(0)
+
+
+def test_copytruncate_while_stopped_is_detected_by_the_tail_and_loses_nothing(tmp_path):
+    """Issue 11 item 3's reproducer: 400 lines followed, stopped, copytruncate, 400 longer
+    lines written; the restart used to resume at the old offset in the middle of a new line
+    (401 of 800 lines out, one of them a fragment)."""
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    eve.write_bytes(b"".join(_eve_line(i) for i in range(300)))
+    _follow_all(eve, out, ck, 300)
+    with open(eve, "ab") as f:  # 100 more while annotate is stopped: only in the copy after the rotation
+        f.write(b"".join(_eve_line(i) for i in range(300, 400)))
+    _copytruncate(eve, tmp_path / "eve.json.1")
+    with open(eve, "ab") as f:  # longer lines: the old offset falls inside one
+        f.write(b"".join(_eve_line(i, pad=7) for i in range(400, 800)))
+    assert eve.stat().st_size > Checkpoint_offset(ck)
+    st = _follow_all(eve, out, ck, 800)
+    assert _ids(out) == list(range(800))
+    assert st.follow["restarts_tail_mismatch"] == 1 and st.follow["recovered_from_copy"] == 1
+    assert st.follow["restarts_lost"] == 0
+
+
+def Checkpoint_offset(ck: Path) -> int:
+    return orjson.loads(ck.read_bytes())["offset"]
+
+
+def test_copytruncate_while_stopped_without_the_copy_says_so_and_never_resumes_mid_line(tmp_path, caplog):
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    eve.write_bytes(b"".join(_eve_line(i) for i in range(300)))
+    _follow_all(eve, out, ck, 300)
+    with open(eve, "ab") as f:
+        f.write(b"".join(_eve_line(i) for i in range(300, 310)))  # these 10 go with the copy
+    _copytruncate(eve, tmp_path / "eve.json.1")
+    (tmp_path / "eve.json.1").unlink()  # compressed or removed before we came back
+    with open(eve, "ab") as f:
+        f.write(b"".join(_eve_line(i, pad=7) for i in range(400, 800)))
+    with caplog.at_level("WARNING", logger="msewatch.annotate"):
+        st = _follow_all(eve, out, ck, 700)
+    assert _ids(out) == list(range(300)) + list(range(400, 800))  # every line whole, nothing twice
+    assert st.follow["restarts_lost"] == 1
+    assert any("truncated while stopped" in r.getMessage() and "not recoverable" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_rotated_file_whose_tail_does_not_match_is_not_read_mid_line(tmp_path):
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    eve.write_bytes(b"".join(_eve_line(i) for i in range(100)))
+    _follow_all(eve, out, ck, 100)
+    rotated = tmp_path / "eve.json.1"
+    os.rename(eve, rotated)
+    with open(rotated, "r+b") as f:  # rewritten in place (same inode): the offset no longer ends a line
+        f.seek(0)
+        f.write(b"".join(_eve_line(i, pad=3) for i in range(1000, 1100)))
+    eve.write_bytes(b"".join(_eve_line(i) for i in range(100, 150)))
+    st = _follow_all(eve, out, ck, 150)
+    assert _ids(out) == list(range(150))
+    assert st.follow["restarts_tail_mismatch"] == 1
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b'{"path": "x", "inode": 1, "offset": -5, "lines": 0}', "offset: expected a non-negative integer"),
+    (b'{"path": "x", "inode": "1", "offset": 0, "lines": 0}', "inode: expected a non-negative integer"),
+    (b'{"path": "x", "inode": 1, "offset": 0, "lines": true}', "lines: expected a non-negative integer"),
+    (b'{"path": 5, "inode": 1, "offset": 0, "lines": 0}', "path: expected a string"),
+    (b'{"path": "x", "inode": 1, "offset": 0}', "missing key"),
+    (b'{"path": "x", "inode": 1, "offset": 0, "lines": 0, "bogus": 1}', "unknown key"),
+    (b'{"path": "x", "inode": 1, "offset": 0, "lines": 0, "tail": "zz"}', "tail: not hex"),
+    (b'[1, 2]', "expected a JSON object"),
+    (b'\xff\xfe{', "not JSON"),
+    (b'{"path": "x", "inode": 1, "offs', "not JSON"),
+])
+def test_corrupt_checkpoint_is_one_line_error_exit_2(tmp_path, capsys, content, problem):
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    eve.write_bytes(b"".join(_lines(3)))
+    ck.write_bytes(content)
+    assert main_annotate([str(eve), "--verdicts", str(tmp_path / "v.jsonl"), "--follow", "--out", str(out),
+                          "--checkpoint", str(ck)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"msewatch annotate: checkpoint {ck}") and problem in err[0]
+    assert "delete it" in err[0]
+
+
+def test_checkpoint_temporary_file_never_follows_a_planted_symlink(tmp_path):
+    from msewatch.sources.eve import Checkpoint
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    ck = tmp_path / "ck.json"
+    (tmp_path / "ck.json.tmp").symlink_to(victim)
+    Checkpoint("eve.json", 1, 10, 1, 10, "0a").save(ck)
+    assert victim.read_bytes() == b"precious\n"
+    assert Checkpoint.load(ck) == Checkpoint("eve.json", 1, 10, 1, 10, "0a")
+    assert not (tmp_path / "ck.json.tmp").exists() and not (tmp_path / "ck.json.tmp").is_symlink()
+    # a stale regular temporary file from a crash is replaced too
+    (tmp_path / "ck.json.tmp").write_bytes(b"stale")
+    Checkpoint("eve.json", 1, 20, 2, 20, "0a").save(ck)
+    assert Checkpoint.load(ck).offset == 20
+
+
+def _failing_raw_output(monkeypatch, budget: list[int]):
+    """Make the annotate output behave like a disk with budget[0] bytes left (ENOSPC after)."""
+    import errno
+
+    from msewatch.sources import eve as eve_mod
+
+    real = eve_mod._RawOutput.write
+
+    def write(self, b):
+        if budget[0] <= 0:
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as e:
+                raise eve_mod.OutputError(f"cannot write {self.name}: {e.strerror}") from None
+        n = min(len(b), budget[0])
+        budget[0] -= n
+        return real(self, bytes(b[:n]))
+    monkeypatch.setattr(eve_mod._RawOutput, "write", write)
+
+
+def test_full_disk_in_follow_is_one_line_error_and_a_restart_loses_nothing(tmp_path, monkeypatch, capsys):
+    eve, out, ck = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json"
+    eve.write_bytes(b"".join(_lines(5000)))
+    line = len(_lines(1)[0])
+    budget = [2500 * line]  # 2,500 lines fit (two checkpoints of 1,000), then the disk is full
+    _failing_raw_output(monkeypatch, budget)
+    args = [str(eve), "--verdicts", str(tmp_path / "none.jsonl"), "--follow", "--out", str(out), "--checkpoint", str(ck),
+            "--max-wait", "0"]
+    assert main_annotate(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"msewatch annotate: cannot write {out}: No space left on device; the input is untouched; "
+                   "a restart resumes at the last checkpoint"]
+    assert orjson.loads(ck.read_bytes())["lines"] == 2000
+    monkeypatch.undo()  # space again: the restart truncates to the checkpoint and goes on
+    _follow_until(eve, out, 5000, ck)
+    assert _ids(out) == list(range(5000))
+
+
+def test_full_disk_without_follow_is_one_line_error(tmp_path, monkeypatch, capsys):
+    eve, out, vf = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "v.jsonl"
+    eve.write_bytes(b"".join(_lines(2000)))
+    vf.write_bytes(orjson.dumps(V) + b"\n")
+    _failing_raw_output(monkeypatch, [50_000])
+    assert main_annotate([str(eve), "--verdicts", str(vf), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"msewatch annotate: cannot write {out}: No space left on device; the input is untouched"]
+    assert eve.read_bytes() == b"".join(_lines(2000))
+
+
+def test_full_disk_on_a_real_tmpfs(tmp_path, capsys):
+    """The same on a real 512 KiB tmpfs (root only: mount)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        eve, out, ck = tmp_path / "eve.json", mnt / "out.json", mnt / "ck.json"
+        eve.write_bytes(b"".join(_lines(3000)))
+        args = [str(eve), "--verdicts", str(tmp_path / "none.jsonl"), "--follow", "--out", str(out),
+                "--checkpoint", str(ck), "--max-wait", "0"]
+        assert main_annotate(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "No space left on device" in err[0]
+        done = orjson.loads(ck.read_bytes())["lines"]
+        assert done >= 1000
+        whole = out.read_bytes().splitlines()[:done]  # everything up to the checkpoint is whole
+        assert [orjson.loads(x)["flow_id"] for x in whole] == list(range(done))
+        # make room elsewhere: move the output to the big disk and go on from the checkpoint
+        big_out, big_ck = tmp_path / "out.json", tmp_path / "ck.json"
+        shutil.copyfile(out, big_out)
+        shutil.copyfile(ck, big_ck)
+        _follow_until(eve, big_out, 3000, big_ck)
+        assert _ids(big_out) == list(range(3000))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -8,7 +8,11 @@ verdict gets one key added at its end::
 
 The original bytes are never re-serialised: the raw line is cut before its closing brace and
 the pre-serialised verdict object is appended. Lines that are not JSON objects pass through
-untouched and are counted.
+untouched and are counted. A field of the wrong type (a list ``community_id``, a dict
+``src_ip``, a list ``proto``, ...) never stops a line: the join uses the fields that have the
+right type, or none, and the line is counted in ``join_skipped``. The same holds for the
+verdicts: one whose ``ts`` is no number, or that has no usable join key, is skipped and
+counted in ``verdicts_skipped``.
 
 Join: on ``community_id`` (Suricata eve-log ``community-id: true``, seed 0 like the engine),
 falling back to the 5-tuple in either orientation, choosing the verdict whose flow started
@@ -23,7 +27,8 @@ from __future__ import annotations
 import argparse
 import bisect
 import ipaddress
-import os
+import logging
+import math
 import sys
 import time
 from collections import deque
@@ -33,6 +38,10 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
+
+from msewatch.sources.eve import OutputError
+
+log = logging.getLogger("msewatch.annotate")
 
 ANNOTATION_KEY = b'"msewatch"'
 _NEEDLE = b'"msewatch":'
@@ -50,6 +59,9 @@ class AnnotateStats:
     waited: int = 0  # had to wait for a verdict (then got one or timed out)
     timed_out: int = 0  # waited max_wait (or max_pending forced it out) without a verdict
     max_pending_seen: int = 0
+    join_skipped: int = 0  # a join field had the wrong type: joined on the others (or not at all)
+    verdicts_skipped: int = 0  # verdicts that could not be used (no JSON object, bad ts, no key)
+    follow: dict | None = None  # --follow: rotations, truncations, restarts (FollowStats)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +83,7 @@ def parse_eve_time(ts: str) -> float | None:
     except (TypeError, ValueError):
         try:
             return datetime.fromisoformat(ts).timestamp()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, OSError):  # naive year 1 -> mktime fails
             return None
 
 
@@ -81,6 +93,7 @@ def annotation_bytes(v: dict) -> bytes:
     from msewatch import verdict_fields as vf
 
     own, ctx = vf.families(v)
+    reasons = v.get("reasons")
     return orjson.dumps({
         "uid": v.get("uid"),
         "label": v.get("label"),
@@ -89,9 +102,56 @@ def annotation_bytes(v: dict) -> bytes:
         "decided_at": v.get("decided_at"),
         "families_own": own,
         "families_context": ctx,
-        "reasons": list(v.get("reasons") or ()),
+        "reasons": list(reasons) if isinstance(reasons, (list, tuple)) else [],
         "host_score": v.get("host_score"),
     })
+
+
+def join_fields(ev: dict) -> dict:
+    """The join fields of an event that have a usable type (the slow path, for events
+    whose fields made the fast lookup fail): strings, integer or string ports, flow.start."""
+    out: dict = {}
+    for k in ("community_id", "proto", "src_ip", "dest_ip", "timestamp"):
+        x = ev.get(k)
+        if isinstance(x, str):
+            out[k] = x
+    for k in ("src_port", "dest_port"):
+        x = ev.get(k)
+        if (isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, str):
+            out[k] = x
+    flow = ev.get("flow")
+    if isinstance(flow, dict) and isinstance(flow.get("start"), str):
+        out["flow"] = {"start": flow["start"]}
+    return out
+
+
+def _verdict_ts(x) -> float | None:
+    """A verdict's flow start: a finite number (or a numeric string); missing means 0."""
+    if x is None:
+        return 0.0
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        return None
+    try:
+        ts = float(x)
+    except (ValueError, OverflowError):
+        return None
+    return ts if math.isfinite(ts) else None
+
+
+def _verdict_tuple(v: dict) -> tuple | None:
+    """(proto, orig_h, orig_p, resp_h, resp_p) of a verdict, None when a field is unusable."""
+    proto, a, b = v.get("proto", ""), v.get("orig_h"), v.get("resp_h")
+    if not (isinstance(proto, str) and isinstance(a, str) and isinstance(b, str)):
+        return None
+    ports = []
+    for x in (v.get("orig_p"), v.get("resp_p")):
+        if isinstance(x, bool) or not isinstance(x, (int, str)):
+            return None
+        try:
+            ports.append(int(x))
+        except ValueError:
+            return None
+    return _FLOW_PROTOS.get(proto, proto.lower()), _norm_ip(a), ports[0], _norm_ip(b), ports[1]
 
 
 class VerdictLookup:
@@ -106,6 +166,7 @@ class VerdictLookup:
         self._by_tuple: dict[tuple, list[tuple[float, bytes]]] = {}
         self.version = 0  # moves whenever a verdict is added
         self._count = 0
+        self.skipped = 0  # verdicts that could not be used (counted, never fatal)
         for v in verdicts:
             self.add(v)
 
@@ -125,24 +186,46 @@ class VerdictLookup:
         while i < len(lst) - 1 and lst[i][0] == ts and lst[i] is not item:
             del lst[i]
 
-    def add(self, v: dict) -> None:
+    def add(self, v) -> bool:
+        """Index one verdict. A verdict that cannot be used (not an object, ts no number, no
+        usable community_id or 5-tuple) is skipped and counted, never fatal."""
+        if not isinstance(v, dict):
+            self.skipped += 1
+            return False
         if v.get("type", "flow") != "flow":
-            return  # host verdicts do not annotate flows
-        payload = self.payload(v)
-        self._count += 1
-        ts = float(v.get("ts") or 0.0)
+            return False  # host verdicts do not annotate flows
+        ts = _verdict_ts(v.get("ts"))
         cid = v.get("community_id")
-        if cid:
-            self._insert(self._by_cid, cid, ts, payload)
-        proto = _FLOW_PROTOS.get(str(v.get("proto", "")), str(v.get("proto", "")).lower())
+        cid = cid if isinstance(cid, str) and cid else None
+        key = _verdict_tuple(v)
+        if ts is None or (cid is None and key is None):
+            self.skipped += 1
+            return False
         try:
-            a, ap, b, bp = _norm_ip(v["orig_h"]), int(v["orig_p"]), _norm_ip(v["resp_h"]), int(v["resp_p"])
-        except (KeyError, TypeError, ValueError):
-            self.version += 1
-            return
-        self._insert(self._by_tuple, (proto, a, ap, b, bp, True), ts, payload)
-        self._insert(self._by_tuple, (proto, b, bp, a, ap, False), ts, payload)
+            payload = self.payload(v)
+        except (TypeError, ValueError, AttributeError, OverflowError):  # odd field types, unencodable
+            self.skipped += 1
+            return False
+        self._count += 1
+        if cid is not None:
+            self._insert(self._by_cid, cid, ts, payload)
+        if key is not None:
+            proto, a, ap, b, bp = key
+            self._insert(self._by_tuple, (proto, a, ap, b, bp, True), ts, payload)
+            self._insert(self._by_tuple, (proto, b, bp, a, ap, False), ts, payload)
         self.version += 1
+        return True
+
+    def add_line(self, line: bytes) -> bool:
+        """Index the verdict on one JSON line (blank lines are ignored, bad ones counted)."""
+        if not line.strip():
+            return False
+        try:
+            v = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.skipped += 1
+            return False
+        return self.add(v)
 
     def _pick(self, lst: list[tuple[float, bytes]], ev: dict) -> bytes | None:
         if len(lst) == 1 and lst[0][0] == 0.0:
@@ -183,7 +266,8 @@ class VerdictLookup:
 
     def could_match(self, ev: dict) -> bool:
         """Whether a verdict could still come for this event (it belongs to a TCP/UDP flow)."""
-        return ev.get("proto") in _FLOW_PROTOS and "src_ip" in ev
+        proto = ev.get("proto")
+        return isinstance(proto, str) and proto in _FLOW_PROTOS and isinstance(ev.get("src_ip"), str)
 
 
 def annotate_line(raw: bytes, payload: bytes) -> bytes:
@@ -228,10 +312,23 @@ class Annotator:
         if "msewatch" in ev:
             self.stats.already_annotated += 1
             return None, None, True
-        payload = self.lookup.lookup(ev)
+        try:  # the fast path: fields of the expected types (a try costs nothing in 3.11)
+            payload = self.lookup.lookup(ev)
+        except Exception:
+            ev, payload = self._join_slow(ev)
         if payload is not None:
             return ev, payload, True
         return ev, None, not (self.max_wait > 0 and self.lookup.could_match(ev))
+
+    def _join_slow(self, ev: dict) -> tuple[dict, bytes | None]:
+        """A join field has the wrong type: join on the fields that are usable. Returns the
+        event reduced to those fields (kept if the line waits) and the payload, if any."""
+        self.stats.join_skipped += 1
+        ev = join_fields(ev)
+        try:
+            return ev, self.lookup.lookup(ev)
+        except Exception:  # not expected with clean fields; the line must pass regardless
+            return {}, None
 
     def _write(self, raw: bytes, payload: bytes | None) -> None:
         if self.render is not None:
@@ -268,7 +365,11 @@ class Annotator:
         while pend:
             raw, ev, t_in, ver, payload, final = pend[0]
             if not final and ver != self.lookup.version:
-                payload = self.lookup.lookup(ev)
+                try:
+                    payload = self.lookup.lookup(ev)
+                except Exception:
+                    ev, payload = self._join_slow(ev)
+                    pend[0][1] = ev
                 pend[0][3] = self.lookup.version
                 if payload is not None:
                     final = True
@@ -286,6 +387,7 @@ class Annotator:
 
     def close(self) -> None:
         self.tick(force=True)
+        self.stats.verdicts_skipped = self.lookup.skipped
 
     @property
     def pending(self) -> int:
@@ -311,17 +413,20 @@ def annotate(in_lines: Iterable[bytes | None], verdict_lookup: VerdictLookup, ou
 
 # -- verdict sources --------------------------------------------------------------------------
 def verdicts_from_jsonl(path: str | Path) -> Iterator[dict]:
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                v = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(v, dict):
-                yield v
+    """The JSON objects of a verdicts file (other lines are dropped; see VerdictLookup.add_line
+    for the counted way)."""
+    from msewatch.sources.eve import read_lines
+
+    for line in read_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            v = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(v, dict):
+            yield v
 
 
 def verdicts_from_pcaps(pcaps: list[str], config: str | None = None) -> list[dict]:
@@ -345,18 +450,31 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
     The checkpoint holds the input position after the last emitted line and the output size
     then; a restart truncates out_path back to that size (dropping lines written after the last
     checkpoint) and resumes reading right after that line, so no line is lost or duplicated.
+    The checkpoint only moves after the output was flushed and fsynced: when the disk is full
+    the write fails (OutputError naming the file), nothing is committed past the last durable
+    line, and a restart resumes there. A bad checkpoint raises CheckpointError.
     """
-    from msewatch.sources.eve import Checkpoint, Follower
+    from msewatch.sources.eve import Checkpoint, Follower, open_output, sync_output
 
     fol = Follower(eve_path, checkpoint, poll_interval=poll_interval)
     out_path = Path(out_path)
     ck = Checkpoint.load(Path(checkpoint)) if checkpoint else None
-    out = open(out_path, "ab")
-    if ck is not None and ck.out_size is not None and out.tell() > ck.out_size:
-        out.truncate(ck.out_size)
-        out.seek(ck.out_size)
-    elif ck is None and checkpoint:
-        out.truncate(0)
+    out = open_output(out_path, "ab")
+    try:
+        if ck is not None and ck.out_size is not None:
+            size = out.tell()
+            if size > ck.out_size:
+                out.truncate(ck.out_size)
+                out.seek(ck.out_size)
+            elif size < ck.out_size:
+                log.warning("%s is %d bytes, shorter than the %d the checkpoint recorded: lines were "
+                            "removed from it while annotate was stopped; appending after what is left",
+                            out_path, size, ck.out_size)
+        elif ck is None and checkpoint:
+            out.truncate(0)
+    except OSError as e:
+        out.close()
+        raise OutputError(f"cannot truncate {out_path}: {e.strerror or e}") from None
     vfollower = Follower(verdicts_path, poll_interval=0) if verdicts_path else None
     vit = vfollower.lines() if vfollower else None
 
@@ -366,12 +484,7 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
         for line in vit:
             if line is None:
                 return
-            try:
-                v = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(v, dict):
-                lookup.add(v)
+            lookup.add_line(line)
 
     uncommitted = 0
 
@@ -384,8 +497,7 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
     def commit() -> None:
         nonlocal uncommitted
         if uncommitted:
-            out.flush()
-            os.fsync(out.fileno())
+            sync_output(out)
             fol.commit(uncommitted, out.tell())
             uncommitted = 0
 
@@ -406,10 +518,15 @@ def follow(eve_path: str | Path, out_path: str | Path, lookup: VerdictLookup, *,
         ann.close()
         commit()
     finally:
-        out.close()
+        try:
+            out.close()
+        except (OSError, OutputError):
+            pass  # only lines after the last checkpoint were in the buffer: a restart redoes them
         fol.close()
         if vfollower:
             vfollower.close()
+        ann.stats.verdicts_skipped = lookup.skipped
+        ann.stats.follow = asdict(fol.stats)
     return ann.stats
 
 
@@ -447,44 +564,75 @@ def main_annotate(argv: list[str] | None = None) -> int:
 
         render, payload = eve_line, msewatch_flow
 
+    from msewatch.sources.eve import CheckpointError, InputError
+
+    if not logging.getLogger().handlers:  # warnings (rotation, restarts) as one line each on stderr
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="msewatch annotate: %(message)s")
+
+    def fail(msg: str, code: int) -> int:
+        print(f"msewatch annotate: {msg}", file=sys.stderr)
+        return code
+
+    try:
+        stats = _run_annotate(args, render, payload)
+    except (CheckpointError, InputError) as e:
+        return fail(str(e), 2)
+    except OutputError as e:
+        return fail(f"{e}; the input is untouched{'; a restart resumes at the last checkpoint' if args.follow else ''}", 1)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # stdout refuses (disk full behind a redirection, ...)
+        return fail(f"cannot write {'stdout' if args.out == '-' else args.out}: {e.strerror or e}", 1)
+    if stats is None:
+        return 2
+    if args.stats:
+        print(orjson.dumps(stats.as_dict()).decode(), file=sys.stderr)
+    return 0
+
+
+def _run_annotate(args: argparse.Namespace, render, payload) -> AnnotateStats | None:
+    from msewatch.sources.eve import open_output, read_lines
+
     if args.pcap:
         try:
             verdicts = verdicts_from_pcaps(args.pcap, args.config)
         except ImportError as e:
             print(f"msewatch annotate: the engine is not available ({e})", file=sys.stderr)
-            return 2
+            return None
         lookup = VerdictLookup(verdicts, window=args.window, payload=payload)
     else:
         lookup = VerdictLookup((), window=args.window, payload=payload)
         if not args.follow:
-            for v in verdicts_from_jsonl(args.verdicts):
-                lookup.add(v)
+            for line in read_lines(args.verdicts):
+                lookup.add_line(line)
     if args.follow:
         if args.out == "-":
             print("msewatch annotate: --follow needs --out FILE (exactly-once output needs a file)", file=sys.stderr)
-            return 2
+            return None
         try:
-            stats = follow(args.eve, args.out, lookup, checkpoint=args.checkpoint,
-                           verdicts_path=args.verdicts if not args.pcap else None,
-                           max_wait=2.0 if args.max_wait is None else args.max_wait,
-                           max_pending=args.max_pending, render=render)
+            return follow(args.eve, args.out, lookup, checkpoint=args.checkpoint,
+                          verdicts_path=args.verdicts if not args.pcap else None,
+                          max_wait=2.0 if args.max_wait is None else args.max_wait,
+                          max_pending=args.max_pending, render=render)
         except KeyboardInterrupt:
-            return 0
-    else:
-        from msewatch.sources.eve import read_lines
-
-        out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
-        try:
-            stats = annotate(read_lines(args.eve), lookup, out, max_wait=args.max_wait or 0.0,
-                             max_pending=args.max_pending, render=render)
-        finally:
-            if out is not sys.stdout.buffer:
+            return AnnotateStats()
+    lines = read_lines(args.eve)
+    out = sys.stdout.buffer if args.out == "-" else open_output(args.out, "wb")
+    try:
+        stats = annotate(lines, lookup, out, max_wait=args.max_wait or 0.0, max_pending=args.max_pending,
+                         render=render)
+    except BaseException:
+        if out is not sys.stdout.buffer:
+            try:
                 out.close()
-            else:
-                out.flush()
-    if args.stats:
-        print(orjson.dumps(stats.as_dict()).decode(), file=sys.stderr)
-    return 0
+            except (OSError, OutputError):
+                pass  # the first error is the one to report
+        raise
+    if out is sys.stdout.buffer:
+        out.flush()
+    else:
+        out.close()
+    return stats
 
 
 if __name__ == "__main__":

@@ -7,11 +7,17 @@
 - copytruncate: when the file shrinks below our offset, the bytes we had not read yet are in
   the copy; a sibling file whose bytes just before our offset equal the last bytes we read is
   taken as that copy and read from our offset first, then the truncated file from byte 0;
-- restart: a checkpoint (inode, offset and lines emitted, written atomically) is only
-  advanced by ``commit(n)`` once the consumer has durably emitted n more lines, so a restart
-  resumes exactly after the last emitted line. If the checkpointed inode is no longer at the
-  path (rotated while we were down), the directory is searched for that inode and its rest is
-  read first.
+- restart: a checkpoint (inode, offset, lines emitted and the last line's final bytes,
+  written atomically) is only advanced by ``commit(n)`` once the consumer has durably emitted
+  n more lines, so a restart resumes exactly after the last emitted line. Before resuming, the
+  bytes just before the offset must equal the stored tail: a file truncated (copytruncate)
+  and refilled while we were down keeps its inode and may be long enough, but the offset then
+  points into the middle of some new line. On a mismatch the copy of the old file is looked
+  for among the siblings (its bytes before the offset equal the tail) and its rest is read
+  first; then the file is read from byte 0. If no copy is found, a warning says so: lines the
+  old file got after the checkpoint are then gone with it. If the checkpointed inode is no
+  longer at the path (rotated while we were down), the directory is searched for that inode
+  and its rest is read first (after the same tail check).
 
 Lines are bytes, newline included (the last line of a file may lack one). ``lines()`` yields
 ``None`` when it has waited one poll interval without new data, so a consumer with a timer
@@ -19,21 +25,74 @@ Lines are bytes, newline included (the last line of a file may lack one). ``line
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+log = logging.getLogger("msewatch.annotate")
+
 _TAIL = 64  # bytes kept to recognise the copy of a copytruncate'd file
+_CHUNK = 1 << 20  # bytes read at a time from a rotated file being finished
+
+
+class InputError(Exception):
+    """An input file cannot be read; the message names it."""
+
+
+class OutputError(Exception):
+    """An output file cannot be written (disk full, ...); the message names it."""
 
 
 def read_lines(path: str | Path) -> Iterator[bytes]:
     """Every line of a finished file, as raw bytes (newline kept)."""
-    with open(path, "rb") as f:
-        yield from f
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    with f:
+        try:
+            yield from f
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+class _RawOutput(io.FileIO):
+    """The file under a buffered output: a failed write names the file (OutputError)."""
+
+    def write(self, b) -> int | None:  # called once per buffer flush, not per line
+        try:
+            return super().write(b)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.name}: {e.strerror or e}") from None
+
+
+def open_output(path: str | Path, mode: str = "ab") -> io.BufferedWriter:
+    """A buffered binary output whose write errors are OutputError naming the file; created
+    with the process umask (0o666 & ~umask), like every file msewatch writes."""
+    try:
+        raw = _RawOutput(os.fspath(path), mode.replace("b", ""))
+    except OSError as e:
+        raise OutputError(f"cannot open {path} for writing: {e.strerror or e}") from None
+    return io.BufferedWriter(raw)
+
+
+def sync_output(out: io.BufferedWriter) -> None:
+    """Flush and fsync out; OutputError naming the file when the disk refuses."""
+    out.flush()
+    try:
+        os.fsync(out.fileno())
+    except OSError as e:
+        raise OutputError(f"cannot write {out.name}: {e.strerror or e}") from None
+
+
+class CheckpointError(ValueError):
+    """The checkpoint file cannot be used; the message names it and says what to do."""
 
 
 @dataclass
@@ -43,24 +102,93 @@ class Checkpoint:
     offset: int  # byte offset just after the last emitted line, in the file with that inode
     lines: int  # lines emitted in total
     out_size: int | None = None  # size of the output file after those lines (exactly-once)
-    tail: str = ""  # hex of up to 64 bytes before offset
+    tail: str = ""  # hex of up to 64 bytes before offset (the end of the last emitted line)
 
     @staticmethod
     def load(path: Path) -> Checkpoint | None:
+        """The checkpoint at path, None if there is none; CheckpointError if it is unusable."""
         try:
-            return Checkpoint(**json.loads(path.read_text()))
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"checkpoint {path} is unreadable ({e}); delete it to start from the beginning") from e
+        except OSError as e:
+            raise CheckpointError(f"checkpoint {path}: cannot read: {e.strerror or e}") from None
+        except ValueError as e:  # not JSON, not UTF-8
+            raise CheckpointError(f"checkpoint {path} is not JSON ({str(e)[:80]}); {_RESET_HINT}") from None
+        problem = Checkpoint._problem(data)
+        if problem:
+            raise CheckpointError(f"checkpoint {path}: {problem}; {_RESET_HINT}")
+        return Checkpoint(**data)
+
+    @staticmethod
+    def _problem(data: object) -> str | None:
+        """What is wrong with a decoded checkpoint, or None."""
+        if not isinstance(data, dict):
+            return f"expected a JSON object, got {type(data).__name__}"
+        names = {f.name for f in fields(Checkpoint)}
+        unknown = sorted(str(k)[:40] for k in set(data) - names)
+        if unknown:
+            return f"unknown key(s) {unknown[:5]}"
+        missing = sorted({"path", "inode", "offset", "lines"} - set(data))
+        if missing:
+            return f"missing key(s) {missing}"
+        if not isinstance(data["path"], str):
+            return "path: expected a string"
+        for key in ("inode", "offset", "lines", "out_size"):
+            v = data.get(key, 0)
+            if key == "out_size" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                return f"{key}: expected a non-negative integer, got {json.dumps(v)[:40]}"
+        tail = data.get("tail", "")
+        if not isinstance(tail, str) or len(tail) > 2 * _TAIL:
+            return f"tail: expected at most {2 * _TAIL} hex digits"
+        try:
+            bytes.fromhex(tail)
+        except ValueError:
+            return "tail: not hex"
+        return None
 
     def save(self, path: Path) -> None:
+        """Write atomically: a new temporary file in the checkpoint's folder, fsync, rename.
+
+        The temporary file is created with O_EXCL|O_NOFOLLOW, so a symlink planted at its
+        name is never followed (a stale one is removed first: unlink does not follow links).
+        The folder is fsynced after the rename so the new checkpoint survives a power cut."""
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        data = json.dumps(asdict(self)).encode()
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:  # left by a crash (or planted): remove the name, not its target
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+
+_RESET_HINT = ("delete it to read the input from the beginning again "
+               "(and remove or move the output first, or its lines will be there twice)")
 
 
 @dataclass
@@ -70,6 +198,7 @@ class FollowStats:
     recovered_from_copy: int = 0
     restarts_resumed: int = 0
     restarts_lost: int = 0  # restart could not find where it stopped: read from the start
+    restarts_tail_mismatch: int = 0  # the checkpoint's offset no longer ends its last line
 
 
 class Follower:
@@ -87,8 +216,8 @@ class Follower:
         self._tail = b""  # last bytes read from the current file
         self._uncommitted: deque[tuple[int, int, bytes]] = deque()  # (inode, end offset, line)
         self._emitted = 0
-        self._backlog: list[bytes] = []  # lines recovered at start/truncation, yielded first
-        self._backlog_pos: list[tuple[int, int]] = []
+        # the rest of files we must finish first (path, offset, inode), read lazily in chunks
+        self._backlog: list[tuple[Path, int, int]] = []
         self._rotated_at: float | None = None
         self.checkpoint: Checkpoint | None = None
 
@@ -120,28 +249,57 @@ class Follower:
             return []
 
     def _read_rest(self, path: Path, offset: int, inode: int) -> None:
-        """Queue the complete lines of path from offset on (a rotated file we must finish)."""
-        with open(path, "rb") as f:
+        """Queue the rest of path from offset on (a rotated file we must finish first)."""
+        self._backlog.append((path, offset, inode))
+
+    @staticmethod
+    def _iter_rest(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
+        """(line, end offset) of a finished file from offset on, read in bounded chunks;
+        its last line counts even without a newline (nobody writes to it any more)."""
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            log.warning("cannot read the rest of rotated file %s: %s; its lines after byte %d are skipped",
+                        path, e.strerror or e, offset)
+            return
+        with f:
             f.seek(offset)
-            data = f.read()
-        pos = offset
-        for line in data.splitlines(keepends=True):
-            pos += len(line)
-            self._backlog.append(line)
-            self._backlog_pos.append((inode, pos))
+            pos, buf = offset, b""
+            while True:
+                data = f.read(_CHUNK)
+                if not data:
+                    break
+                buf += data
+                parts = buf.split(b"\n")
+                buf = parts.pop()
+                for part in parts:
+                    pos += len(part) + 1
+                    yield part + b"\n", pos
+            if buf:
+                yield buf, pos + len(buf)
+
+    def _tail_matches(self, path: Path, offset: int, tail: bytes) -> bool:
+        """Whether the bytes of path just before offset are tail (the end of the last line
+        emitted): only then does offset still mean "right after that line"."""
+        if not tail:  # checkpoints always store one; be strict about a hand-made one
+            tail = b"\n"
+        if offset < len(tail):
+            return False
+        try:
+            with open(path, "rb") as f:
+                return os.pread(f.fileno(), len(tail), offset - len(tail)) == tail
+        except OSError:
+            return False
 
     def _find_copy(self, offset: int, tail: bytes) -> Path | None:
+        """The sibling holding our file's old content: its bytes before offset are tail."""
         for p in self._siblings():
             try:
                 st = p.stat()
-                if st.st_size <= offset or st.st_ino == self._inode:
-                    continue
-                with open(p, "rb") as f:
-                    f.seek(offset - len(tail))
-                    if f.read(len(tail)) == tail:
-                        return p
             except OSError:
                 continue
+            if st.st_size >= offset and st.st_ino != self._inode and self._tail_matches(p, offset, tail):
+                return p
         return None
 
     def _resume(self) -> None:
@@ -151,35 +309,54 @@ class Follower:
             self._open(0)
             return
         self._emitted = ck.lines
+        tail = bytes.fromhex(ck.tail)
         try:
             st = self.path.stat()
         except FileNotFoundError:
             st = None
-        if st is not None and st.st_ino == ck.inode and st.st_size >= ck.offset:
-            self._open(ck.offset)
-            self.stats.restarts_resumed += 1
-            return
-        tail = bytes.fromhex(ck.tail)
-        if st is not None and st.st_ino == ck.inode:  # copytruncate while we were down
+        if st is not None and st.st_ino == ck.inode:
+            if st.st_size >= ck.offset and self._tail_matches(self.path, ck.offset, tail):
+                self._open(ck.offset)
+                self.stats.restarts_resumed += 1
+                return
+            # Same inode, but the offset no longer ends the last emitted line: the file was
+            # truncated (copytruncate) while we were down, and maybe refilled past the offset.
+            self.stats.restarts_tail_mismatch += 1
             copy = self._find_copy(ck.offset, tail)
             if copy is not None:
                 self._read_rest(copy, ck.offset, copy.stat().st_ino)
                 self.stats.recovered_from_copy += 1
                 self.stats.restarts_resumed += 1
+                log.warning("%s was truncated while stopped (now %d bytes, checkpoint at byte %d): "
+                            "finishing its copy %s from byte %d, then reading %s from byte 0",
+                            self.path, st.st_size, ck.offset, copy, ck.offset, self.path)
             else:
                 self.stats.restarts_lost += 1
+                log.warning("%s was truncated while stopped (now %d bytes, checkpoint at byte %d) and no "
+                            "copy of the old file holding byte %d is next to it: reading %s from byte 0; "
+                            "lines the old file got after the checkpoint are not recoverable",
+                            self.path, st.st_size, ck.offset, ck.offset, self.path)
             self._open(0)
             return
         for p in self._siblings():  # renamed while we were down
             try:
-                if p.stat().st_ino == ck.inode:
-                    self._read_rest(p, ck.offset, ck.inode)
-                    self.stats.restarts_resumed += 1
-                    break
+                if p.stat().st_ino != ck.inode:
+                    continue
             except OSError:
                 continue
+            if self._tail_matches(p, ck.offset, tail):
+                self._read_rest(p, ck.offset, ck.inode)
+                self.stats.restarts_resumed += 1
+            else:
+                self.stats.restarts_tail_mismatch += 1
+                self.stats.restarts_lost += 1
+                log.warning("%s (the file of the checkpoint, rotated) no longer ends a line at byte %d: "
+                            "it is skipped; reading %s from byte 0", p, ck.offset, self.path)
+            break
         else:
             self.stats.restarts_lost += 1
+            log.warning("the file of the checkpoint (inode %d) is gone: reading %s from byte 0; lines it "
+                        "got after byte %d are not recoverable", ck.inode, self.path, ck.offset)
         self._open(0)
 
     # -- reading ----------------------------------------------------------------------------
@@ -272,9 +449,8 @@ class Follower:
         self._resume()
         while True:
             if self._backlog:
-                backlog, positions = self._backlog, self._backlog_pos
-                self._backlog, self._backlog_pos = [], []
-                for line, (ino, off) in zip(backlog, positions):
+                path, offset, ino = self._backlog.pop(0)
+                for line, off in self._iter_rest(path, offset):
                     self._uncommitted.append((ino, off, line))
                     yield line
                 continue
@@ -299,7 +475,10 @@ class Follower:
         inode, off, line = last
         tail = line[-_TAIL:]
         self.checkpoint = Checkpoint(str(self.path), inode, off, self._emitted, out_size, tail.hex())
-        self.checkpoint.save(self.checkpoint_path)
+        try:
+            self.checkpoint.save(self.checkpoint_path)
+        except OSError as e:
+            raise OutputError(f"cannot write checkpoint {self.checkpoint_path}: {e.strerror or e}") from None
 
     def close(self) -> None:
         self._close()
