@@ -221,7 +221,7 @@ def evidence_to_dict(ev) -> dict:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(args.config)
+        load_config(args.config, check_files=True)
     except ConfigError as e:
         return _die(str(e))
     print(f"{args.config}: ok")
@@ -244,13 +244,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .bridge import RunError, main_run
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, check_files=True)
         if args.shard is not None:
             from .config import parse_config
 
             data = cfg.model_dump()
             data["zeek"]["shard"] = normalize_shard(args.shard)
-            cfg = parse_config(data, "--shard")
+            cfg = parse_config(data, "--shard", check_files=True)
     except ConfigError as e:
         return _die(str(e))
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:

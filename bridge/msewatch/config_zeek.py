@@ -5,19 +5,60 @@ The main `msewatch.config.Config` holds these as its `zeek`, `metrics` and `log`
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Zeek 8 enforces this on the X-Application-Name header (PROTOCOL-FACTS §4.4)
 APPLICATION_NAME_RE = re.compile(r"[-/_.=:*@a-zA-Z0-9]+")
 SHARD_RE = re.compile(r"(\d+)/(\d+)")
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens
+_HOST_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _q(value: str, limit: int = 80) -> str:
+    """repr of a user string, cut short: error messages stay one readable line."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def checking_files(info: ValidationInfo) -> bool:
+    """Whether this validation checks files on disk (parse_config's check_files)."""
+    return bool(info.context and info.context.get("check_files"))
+
+
+def writable_file(v: str | None) -> str | None:
+    """A file the run appends to: its folder must exist and let us create or append to it.
+    `{shard}` in the file name is fine (each shard's file lives in the same folder); in a
+    folder name it is left to the run, which reports a missing folder in one line."""
+    if v is None:
+        return v
+    if not v:
+        raise ValueError("must be a file name or null")
+    p = Path(v)
+    if "{shard}" in str(p.parent):
+        return v
+    if p.is_dir():
+        raise ValueError(f"{_q(v)} is a folder, not a file")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ValueError(f"folder {_q(str(folder))} does not exist (create it; under systemd the unit's "
+                         "LogsDirectory=/StateDirectory= creates it at start)")
+    probe = Path(str(p).replace("{shard}", "all"))
+    if probe.exists():
+        if not os.access(probe, os.W_OK):
+            raise ValueError(f"{_q(str(probe))} is not writable")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create files in folder {_q(str(folder))}")
+    return v
 
 
 class TLSConfig(_Strict):
@@ -28,6 +69,40 @@ class TLSConfig(_Strict):
     verify: bool = True  # False: no certificate or host name check (test setups only)
     cert_file: str | None = None  # client certificate (PEM), if the server asks for one
     key_file: str | None = None  # its private key (PEM); defaults to cert_file
+
+    # With check_files (run, check-config) the files are loaded here, once, the way the
+    # bridge loads them on connecting: a missing or unreadable file is a config error naming
+    # the key, not a retry loop.
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_bundle(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and checking_files(info):
+            import ssl  # only when checking files: start-up of the offline commands
+
+            try:
+                ssl.create_default_context(cafile=v)
+            except (ssl.SSLError, ValueError) as e:  # SSLError first: it is an OSError too
+                raise ValueError(f"{_q(v)} is not a PEM certificate bundle ({e})") from None
+            except OSError as e:
+                raise ValueError(f"cannot read {_q(v)}: {e.strerror or e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _client_cert(self, info: ValidationInfo) -> "TLSConfig":
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not")
+        if self.cert_file is not None and checking_files(info):
+            import ssl
+
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, ValueError) as e:  # SSLError first: it is an OSError too
+                raise ValueError(f"cert_file/key_file {_q(self.cert_file)}: not a PEM certificate with its key "
+                                 f"({e})") from None
+            except OSError as e:
+                raise ValueError(f"cert_file/key_file: cannot read {_q(e.filename or self.cert_file)}: "
+                                 f"{e.strerror or e}") from None
+        return self
 
 
 class ReconnectConfig(_Strict):
@@ -113,12 +188,32 @@ class MetricsConfig(_Strict):
     listen: str = "127.0.0.1"
     port: int = Field(9877, ge=0, le=65535)  # 0 = any free port (tests)
 
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        """An IPv4/IPv6 address or a host name; whether it can be bound is known only when
+        the server starts (the run then fails with one line naming metrics.listen)."""
+        try:
+            ipaddress.ip_address(v)
+            return v
+        except ValueError:
+            pass
+        name = v[:-1] if v.endswith(".") else v
+        if 0 < len(name) <= 253 and all(_HOST_LABEL_RE.fullmatch(label) for label in name.split(".")):
+            return v
+        raise ValueError(f"{_q(v)} is not an IP address or host name")
+
 
 class LogConfig(_Strict):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # None: stderr (journald under systemd); a path: appended to, reopened on SIGHUP
     file: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _writable(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return writable_file(v) if checking_files(info) else v
 
     @field_validator("level", mode="before")
     @classmethod
