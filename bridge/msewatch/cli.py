@@ -79,33 +79,102 @@ def _progress_factory(paths: Sequence[str], enabled: bool) -> tuple[Callable | N
     return progress, bar.close
 
 
-def _summary(verdicts: list[dict], out: IO[str], top: int = 10) -> None:
-    flows = [v for v in verdicts if v["type"] == "flow"]
-    # a host is reported when its label changes and once at the end: show its last verdict
-    hosts = list({v["host"]: v for v in verdicts if v["type"] == "host"}.values())
-    labels = Counter(v["label"] for v in flows)
-    # "unknown" (null before) names no protocol
-    protos = Counter((v["label"], v["protocol"] if v["protocol"] not in (None, "", "unknown") else "-")
-                     for v in flows if v["label"] != "normal_likely")
-    w = out.write
-    w(f"\nmsewatch summary: {len(flows)} flows, {len(hosts)} hosts\n")
-    w(f"{'flow label':<16}{'count':>8}\n")
-    for lab in ("p2p_likely", "unknown", "normal_likely"):
-        w(f"{lab:<16}{labels.get(lab, 0):>8}\n")
-    if protos:
-        w(f"\n{'label':<16}{'protocol':<12}{'count':>8}\n")
-        for (lab, pr), n in sorted(protos.items(), key=lambda x: (-x[1], x[0])):
-            w(f"{lab:<16}{pr:<12}{n:>8}\n")
-    flagged = sorted((h for h in hosts if h["label"] != "normal_host"), key=lambda h: -h["score"])[:top]
-    if flagged:
-        w(f"\n{'host':<40}{'label':<13}{'P':>6}  reasons\n")
-        for h in flagged:
-            why = " ".join(r for r in h["reasons"] if not r.endswith("=0") and not r.endswith("=0.0"))
-            w(f"{h['host']:<40}{h['label']:<13}{h['probability']:>6.2f}  {why}\n")
-    w("\n")
+class Summary:
+    """What the summary table needs, gathered while verdicts stream out; bounded in memory.
+
+    Flow labels and (label, protocol) pairs are counters. Hosts: the engine reports a host
+    when its label changes and once at the end, and the table shows each host's *last*
+    verdict, so only the hosts whose last verdict is flagged (not normal_host) are kept, with
+    their order of first appearance for ties. Both tables are capped at `max_hosts` (the
+    engine's own host.max_hosts): distinct hosts past the cap are counted by a HyperLogLog
+    sketch (the count is then printed as approximate), and past the cap the flagged table
+    keeps the highest scores (exact while at most max_hosts hosts are flagged at once).
+    """
+
+    def __init__(self, max_hosts: int) -> None:
+        self.max_hosts = max(max_hosts, 16)
+        self.flows = 0
+        self.labels: Counter = Counter()
+        self.protos: Counter = Counter()
+        self.host_order: dict[str, int] = {}  # first-appearance order, up to max_hosts hosts
+        self.hosts_sketch = None  # a datasketches HLL once host_order is full
+        self.flagged: dict[str, tuple] = {}  # host -> (score, order, label, probability, reasons)
+        self._next_order = 0
+
+    def add(self, v: dict) -> None:
+        if v["type"] == "flow":
+            self.flows += 1
+            lab = v["label"]
+            self.labels[lab] += 1
+            if lab != "normal_likely":
+                pr = v["protocol"]  # "unknown" (null before the contract) names no protocol
+                self.protos[(lab, pr if pr not in (None, "", "unknown") else "-")] += 1
+            return
+        host = v["host"]
+        order = self.host_order.get(host)
+        if order is None:
+            prev = self.flagged.get(host)
+            if prev is not None:  # seen after the cap, still flagged: keep its place
+                order = prev[1]
+            else:
+                order = self._next_order
+                self._next_order += 1
+                if len(self.host_order) < self.max_hosts:
+                    self.host_order[host] = order
+                else:
+                    self._sketch_add(host)
+        if v["label"] == "normal_host":
+            self.flagged.pop(host, None)
+            return
+        self.flagged[host] = (v["score"], order, v["label"], v["probability"], tuple(v["reasons"]))
+        if len(self.flagged) > 2 * self.max_hosts:  # amortised: trim to the max_hosts best
+            best = sorted(self.flagged.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[: self.max_hosts]
+            self.flagged = dict(best)
+
+    def _sketch_add(self, host: str) -> None:
+        if self.hosts_sketch is None:
+            from datasketches import hll_sketch, tgt_hll_type
+
+            self.hosts_sketch = hll_sketch(14, tgt_hll_type.HLL_8)  # ~0.8 % standard error
+            for h in self.host_order:
+                self.hosts_sketch.update(h)
+        self.hosts_sketch.update(host)
+
+    def hosts_text(self) -> str:
+        if self.hosts_sketch is None:
+            return str(len(self.host_order))
+        return f"about {round(self.hosts_sketch.get_estimate())}"
+
+    def write(self, out: IO[str], top: int = 10) -> None:
+        w = out.write
+        w(f"\nmsewatch summary: {self.flows} flows, {self.hosts_text()} hosts\n")
+        w(f"{'flow label':<16}{'count':>8}\n")
+        for lab in ("p2p_likely", "unknown", "normal_likely"):
+            w(f"{lab:<16}{self.labels.get(lab, 0):>8}\n")
+        if self.protos:
+            w(f"\n{'label':<16}{'protocol':<12}{'count':>8}\n")
+            for (lab, pr), n in sorted(self.protos.items(), key=lambda x: (-x[1], x[0])):
+                w(f"{lab:<16}{pr:<12}{n:>8}\n")
+        flagged = sorted(self.flagged.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[:top]
+        if flagged:
+            w(f"\n{'host':<40}{'label':<13}{'P':>6}  reasons\n")
+            for host, (_score, _order, label, prob, reasons) in flagged:
+                why = " ".join(r for r in reasons if not r.endswith("=0") and not r.endswith("=0.0"))
+                w(f"{host:<40}{label:<13}{prob:>6.2f}  {why}\n")
+        w("\n")
+
+
+def _summary(verdicts, out: IO[str], top: int = 10, max_hosts: int = 100_000) -> None:
+    """The summary table of an iterable of verdict dicts (see Summary)."""
+    s = Summary(max_hosts)
+    for v in verdicts:
+        s.add(v)
+    s.write(out, top)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """Verdicts stream out as the engine decides them: memory is the engine's (bounded by
+    flow_table.max_flows and host.max_hosts) plus the bounded Summary."""
     from .engine import Engine, run_pcaps
     from .sources.pcap import PcapError
 
@@ -129,14 +198,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     fmt = _formatter(args.format)
     out = _open_out(args.output)
     progress, close_bar = _progress_factory(args.pcap, not args.no_progress and sys.stderr.isatty())
-    collected: list[dict] = []
+    summary = None if args.quiet else Summary(cfg.host.max_hosts)
     read_stats: list = []
     rc = EXIT_OK
+    dumps, write_out = orjson.dumps, out.write
 
     def write(v) -> None:
         d = v.to_dict()
-        collected.append(d)
-        out.write(orjson.dumps(fmt(d)) + b"\n")
+        if summary is not None:
+            summary.add(d)
+        write_out(dumps(fmt(d)) + b"\n")
 
     try:
         try:
@@ -152,13 +223,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 write(v)
             close_bar()
             rc = _die(str(e), EXIT_INPUT)
-    finally:
-        close_bar()
         out.flush()
         if out is not sys.stdout.buffer:
             out.close()
-    if not args.quiet:
-        _summary(collected, sys.stderr)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # the output cannot take the verdicts (disk full, ...)
+        close_bar()
+        name = "stdout" if out is sys.stdout.buffer else args.output
+        return _die(f"{name}: cannot write the verdicts: {e.strerror or e}")
+    finally:
+        close_bar()
+    if summary is not None:
+        summary.write(sys.stderr)
         for path, st in read_stats:
             bad = st.skipped_bad_header
             if bad or st.fragments:
