@@ -103,9 +103,9 @@ class Bridge:
                 metrics.count_verdict("host", v.label, None)
             try:
                 message = encode_verdict(v, topic, self.codec)
-            except Exception:
+            except Exception as e:  # e.g. decided in year 10000: Zeek's timestamps cannot hold it
                 metrics.verdicts_unencodable_total += 1
-                log.exception("cannot encode verdict %r; skipped", v)
+                log.error("cannot encode the verdict for %s (%s: %s); dropped", verdict_key(v), type(e).__name__, e)
                 continue
             key = verdict_key(v)
             produced.append((key, message))
