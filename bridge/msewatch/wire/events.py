@@ -282,7 +282,10 @@ def _datas(obj: Any, dtype: str) -> list:
     """The `data` of every element of a vector whose elements are all of `dtype`."""
     out = []
     append = out.append
-    for x in _typed(obj, "vector"):
+    data = _typed(obj, "vector")
+    if data.__class__ is not list:  # a dict or string would iterate too: the generic path rejects them
+        raise LookupError
+    for x in data:
         if x.__class__ is not dict or len(x) != 2 or x.get("@data-type") != dtype:
             raise LookupError
         append(x["data"])
