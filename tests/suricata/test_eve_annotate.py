@@ -538,3 +538,46 @@ def test_full_disk_on_a_real_tmpfs(tmp_path, capsys):
         assert _ids(big_out) == list(range(3000))
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def _wait_for(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_kill_9_of_follow_loses_and_duplicates_nothing(tmp_path):
+    """Three kill -9 of a real `msewatch annotate --follow` process in the middle of a burst of
+    EVE lines; the output holds every input line exactly once afterwards (docs/failure-modes.md)."""
+    import signal
+    import subprocess
+    import sys
+
+    eve, out, ck, vf = tmp_path / "eve.json", tmp_path / "out.json", tmp_path / "ck.json", tmp_path / "v.jsonl"
+    vf.write_bytes(orjson.dumps(V) + b"\n")
+    cmd = [sys.executable, "-m", "msewatch", "annotate", str(eve), "--verdicts", str(vf), "--follow",
+           "--out", str(out), "--checkpoint", str(ck), "--max-wait", "0"]
+    eve.touch()
+    n_out = lambda: out.read_bytes().count(b"\n") if out.exists() else 0  # noqa: E731
+    written, uncommitted = 0, []
+    for _ in range(3):
+        start = n_out()
+        with open(eve, "ab") as f:
+            f.write(b"".join(_lines(10_000, written)))
+        written += 10_000
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for(lambda: n_out() >= start + 2_000)  # well into the burst
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        uncommitted.append(out.stat().st_size - orjson.loads(ck.read_bytes())["out_size"])
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: n_out() >= written)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _ids(out) == list(range(written))
+    assert any(u > 0 for u in uncommitted), uncommitted  # output past the checkpoint was cut back

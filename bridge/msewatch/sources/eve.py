@@ -187,8 +187,8 @@ class Checkpoint:
             os.close(dfd)
 
 
-_RESET_HINT = ("delete it to read the input from the beginning again "
-               "(and remove or move the output first, or its lines will be there twice)")
+_RESET_HINT = ("delete it to start over (the output is then rewritten from the beginning of the input; "
+               "lines from rotated-away input files are not in it again)")
 
 
 @dataclass
