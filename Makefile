@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 
-.PHONY: demo test setup system-deps bench lint zeek-test clean
+.PHONY: demo test setup system-deps bench lint zeek-test fuzz clean
 
 # Two stamps: `make demo` needs only the package and its runtime dependencies (.venv/.base);
 # `make setup` / `make test` add the test extra (pytest, btest, playwright ...: .venv/.test).
@@ -52,6 +52,12 @@ bench: setup system-deps
 
 zeek-test: setup
 	PATH="$(if $(strip $(ZEEK_BIN)),$(dir $(ZEEK_BIN)):)$$PATH" tests/zeek/run
+
+# The long fuzz run (pcap reader, evidence decoder, annotate, config); `make test` runs a
+# bounded smoke of the same targets. FUZZ_MINUTES=60 make fuzz for longer (docs/failure-modes.md).
+FUZZ_MINUTES ?= 10
+fuzz: setup
+	$(BIN)/python -m tests.fuzz --minutes $(FUZZ_MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-verdicts.jsonl .pytest_cache
