@@ -11,7 +11,8 @@ The standard each target holds (issue 11):
             WireError (bounded message naming the path) and counted, never another exception;
             decoded evidence never makes the engine fail; the fast and the generic decoder agree.
 - annotate: every EVE line comes out exactly once, either untouched or with the annotation
-            appended after its original bytes; verdicts of any shape never raise.
+            appended after its original bytes (and with --format ecs as one ECS document);
+            verdicts of any shape never raise.
 - config:   any file is a Config or one ConfigError naming the file, never anything else.
 
 Seeds are real: prefixes of the corpus captures (tests/data/corpus, real clients), the same
@@ -249,6 +250,14 @@ def check_annotate(lines: list[bytes], verdicts: list) -> None:
         assert middle.startswith(b"," + _NEEDLE) or middle.startswith(_NEEDLE), middle[:80]
         before, after = orjson.loads(raw), orjson.loads(w)
         assert list(after)[-1] == "msewatch" and {k: v for k, v in after.items() if k != "msewatch"} == before
+    # --format ecs: one ECS document per line, whatever the line held
+    from msewatch.ecs import eve_line, msewatch_flow
+
+    ecs = _Writes()
+    st = annotate(lines, VerdictLookup(verdicts, payload=msewatch_flow), ecs, render=eve_line)
+    assert st.lines_out == len(ecs.writes) == len(lines)
+    for w in ecs.writes:
+        assert w.endswith(b"\n") and w.count(b"\n") == 1 and isinstance(orjson.loads(w), dict), w[:120]
 
 
 # --------------------------------------------------------------------------------- config

@@ -439,7 +439,7 @@ def test_corrupt_checkpoint_is_one_line_error_exit_2(tmp_path, capsys, content, 
     assert main_annotate([str(eve), "--verdicts", str(tmp_path / "v.jsonl"), "--follow", "--out", str(out),
                           "--checkpoint", str(ck)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"msewatch annotate: checkpoint {ck}") and problem in err[0]
+    assert len(err) == 1 and err[0].startswith(f"msewatch annotate: error: checkpoint {ck}") and problem in err[0]
     assert "delete it" in err[0]
 
 
@@ -490,7 +490,7 @@ def test_full_disk_in_follow_is_one_line_error_and_a_restart_loses_nothing(tmp_p
             "--max-wait", "0"]
     assert main_annotate(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"msewatch annotate: cannot write {out}: No space left on device; the input is untouched; "
+    assert err == [f"msewatch annotate: error: cannot write {out}: No space left on device; the input is untouched; "
                    "a restart resumes at the last checkpoint"]
     assert orjson.loads(ck.read_bytes())["lines"] == 2000
     monkeypatch.undo()  # space again: the restart truncates to the checkpoint and goes on
@@ -505,7 +505,7 @@ def test_full_disk_without_follow_is_one_line_error(tmp_path, monkeypatch, capsy
     _failing_raw_output(monkeypatch, [50_000])
     assert main_annotate([str(eve), "--verdicts", str(vf), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"msewatch annotate: cannot write {out}: No space left on device; the input is untouched"]
+    assert err == [f"msewatch annotate: error: cannot write {out}: No space left on device; the input is untouched"]
     assert eve.read_bytes() == b"".join(_lines(2000))
 
 

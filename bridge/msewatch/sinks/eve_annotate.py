@@ -570,7 +570,7 @@ def main_annotate(argv: list[str] | None = None) -> int:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="msewatch annotate: %(message)s")
 
     def fail(msg: str, code: int) -> int:
-        print(f"msewatch annotate: {msg}", file=sys.stderr)
+        print(f"msewatch annotate: error: {msg}", file=sys.stderr)
         return code
 
     try:
@@ -597,7 +597,7 @@ def _run_annotate(args: argparse.Namespace, render, payload) -> AnnotateStats | 
         try:
             verdicts = verdicts_from_pcaps(args.pcap, args.config)
         except ImportError as e:
-            print(f"msewatch annotate: the engine is not available ({e})", file=sys.stderr)
+            print(f"msewatch annotate: error: the engine is not available ({e})", file=sys.stderr)
             return None
         lookup = VerdictLookup(verdicts, window=args.window, payload=payload)
     else:
@@ -607,7 +607,7 @@ def _run_annotate(args: argparse.Namespace, render, payload) -> AnnotateStats | 
                 lookup.add_line(line)
     if args.follow:
         if args.out == "-":
-            print("msewatch annotate: --follow needs --out FILE (exactly-once output needs a file)", file=sys.stderr)
+            print("msewatch annotate: error: --follow needs --out FILE (exactly-once output needs a file)", file=sys.stderr)
             return None
         try:
             return follow(args.eve, args.out, lookup, checkpoint=args.checkpoint,
