@@ -292,13 +292,17 @@ class Engine:
         f.sizes = f.times = f.oheads = f.rheads = _EMPTY  # type: ignore[assignment]
         self.stats.evidence_emitted += 1
         self.on_evidence(ev)
-        self.process_evidence(ev)
+        self.pending.extend(self.process_evidence(ev))
 
     def on_evidence(self, ev: FlowEvidence) -> None:
         """Hook for `msewatch evidence` and parity tests; the engine itself ignores it."""
 
     def process_evidence(self, ev: FlowEvidence) -> list[FlowVerdict | HostVerdict]:
-        """Decide one flow from its evidence (the live path from Zeek lands here).
+        """Decide one flow from its evidence (the live path from Zeek lands here) and return
+        its verdicts (the flow's, and a host verdict when a host's label changed). They are
+        not queued in `pending`: the packet path (`_emit`) queues what it decides, a caller
+        of this method gets them here (the bridge answered each one and kept every verdict
+        of a long run in `pending` before).
 
         Evidence beyond the budget (more packets, runs or head bytes than `budget:` allows)
         is cut to it first and counted (`stats.evidence_truncated`): what the budget does
@@ -368,7 +372,6 @@ class Engine:
             hv = self._host_verdict(h)
             if hv:
                 out.append(hv)
-        self.pending.extend(out)
         return out
 
     # ------------------------------------------------------------------ host context
