@@ -19,23 +19,20 @@ from typing import Iterable, Iterator
 
 from .community_id import community_id_v1
 from .config import Config
-from .detect import run_detectors
 from .evidence import (
     FAMILY_HOST,
-    FAMILY_PEER,
     FAMILY_RANDOM,
     FAMILY_SHAPE,
     TCP,
     UDP,
     FlowEvidence,
     FlowKey,
-    Observation,
     bursts_of,
     truncate_to_budget,
 )
-from .score.flow import Decision, decide, label_for, score_observations, sigmoid
+from .score.flow import decide_flow, sigmoid
 from .score.host import HostFlowObservation, HostModel
-from .verdict import NO_PROTOCOL, P2P, FlowVerdict, HostVerdict
+from .verdict import NO_PROTOCOL, NORMAL, P2P, FlowVerdict, HostVerdict
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _PROTO_NAME = {6: TCP, 17: UDP}
@@ -119,6 +116,7 @@ class Engine:
         self.pending: list[FlowVerdict | HostVerdict] = []
         self.stats = EngineStats()
         self.now = 0.0
+        self._decide = decide_flow
 
     # ------------------------------------------------------------------ packet path
     def process_packet(
@@ -319,30 +317,13 @@ class Engine:
         hs = self.hosts.score(host) if host in self.hosts.hosts else None
         s_host = hs.score if hs else self.cfg.host.bias
         host_family = s_host > self.cfg.host.family_threshold
-        context = self._peer_cache_hit(k)
         near = self.hosts.p2p_activity_near(host, ev.ts)
-        if near:
-            context = context + [Observation("host_context", FAMILY_HOST, 1.0, None, (f"host_p2p_near={near}",))]
-
-        by_heads: dict[tuple[bool, bool], list[Observation]] = {}
-
-        def own(pre: FlowEvidence) -> list[Observation]:
-            # head-only detectors give the same answer for every prefix holding the same
-            # directions: run them once per such state, the shape detectors every time
-            self.stats.detector_runs += 1
-            state = (bool(pre.orig_heads), bool(pre.resp_heads))
-            heads = by_heads.get(state)
-            if heads is None:
-                heads = by_heads[state] = run_detectors(pre, self.params, shape=False)
-            return heads + run_detectors(pre, self.params, shape=True)
-
-        def observe(pre: FlowEvidence) -> list[Observation]:
-            return own(pre) + context
-
-        d = decide(ev, observe, s_host, host_family, self.cfg.scoring)
-        fs = d.score
-        reasons = fs.reasons + (f"host_score={s_host:.2f}",) if hs else fs.reasons
-        ctx = fs.families_context
+        (label, s_flow, probability, packet, decided_at, path, freasons, fown, fctx, fproto, fother,
+         confirmed, runs) = self._decide(ev, self.params, self.cfg.scoring, s_host, host_family,
+                                         self._peer_cache_hit(k), near)
+        self.stats.detector_runs += runs
+        reasons = freasons + (f"host_score={s_host:.2f}",) if hs else freasons
+        ctx = fctx
         if host_family and FAMILY_HOST not in ctx:
             ctx = ctx + (FAMILY_HOST,)  # the host's own score lifted the flow
         v = FlowVerdict(
@@ -350,25 +331,26 @@ class Engine:
             uid=ev.uid,
             community_id=ev.community_id,
             ts=ev.ts,
-            label=d.label,
-            protocol=_protocol_of(d),
-            probability=d.probability,
-            flow_probability=sigmoid(fs.score),
+            label=label,
+            protocol=_protocol_of(label, fproto, fother),
+            probability=probability,
+            flow_probability=sigmoid(s_flow),
             host_score=s_host,
-            decided_at_packet=d.packet,
-            decided_at=d.ts,
+            decided_at_packet=packet,
+            decided_at=decided_at,
             reasons=reasons,
-            families=fs.families_own + tuple(f for f in ctx if f not in fs.families_own),
-            score_path=d.path,
-            families_own=fs.families_own,
+            families=fown + tuple(f for f in ctx if f not in fown),
+            score_path=path,
+            families_own=fown,
             families_context=ctx,
         )
-        self.stats.flow_verdicts[d.label] = self.stats.flow_verdicts.get(d.label, 0) + 1
+        self.stats.flow_verdicts[label] = self.stats.flow_verdicts.get(label, 0) + 1
         out: list[FlowVerdict | HostVerdict] = [v]
-        confirmed = self._confirmed_by_own_evidence(d, ev, own)
-        if confirmed and fs.protocol in _PEER_CACHE_PROTOCOLS:
+        if confirmed and fproto in _PEER_CACHE_PROTOCOLS:
             self._remember_peer(k, ev.ts)
-        for h in self._observe_hosts(k, d, confirmed, ev.ts):
+        # a P2P label that rests on context counts for the host as an unproven encrypted flow
+        peerlike = not confirmed and (FAMILY_SHAPE in fown or FAMILY_RANDOM in fown) and k.resp_p >= 1024
+        for h in self._observe_hosts(k, fproto, confirmed, peerlike, ev.ts):
             hv = self._host_verdict(h)
             if hv:
                 out.append(hv)
@@ -385,39 +367,15 @@ class Engine:
             self._local_cache[h] = r
         return r
 
-    def _confirmed_by_own_evidence(self, d: Decision, ev: FlowEvidence, own) -> bool:
-        """Is the flow P2P on its own complete evidence, without the context (peer cache,
-        host)? Only such flows feed the context of later flows: a label that context
-        lifted must not produce more context, or one false positive would spread along a
-        host's flows (seen with a shadowsocks client before the MSE shape check demanded
-        the BT handshake length). A flow labelled early through context still counts when
-        its whole evidence stands on its own."""
-        if d.label != P2P:
-            return False
-        if d.score.plaintext and d.score.other_protocol is None:
-            return True
-        sc = self.cfg.scoring
-        fs = score_observations(own(ev), sc)
-        label, _, _ = label_for(fs, 0.0, False, len(ev.sizes), ev.complete, sc)
-        return label == P2P
-
-    def _observe_hosts(self, k: FlowKey, d: Decision, confirmed: bool, ts: float) -> list[str]:
-        # a P2P label that rests on context counts for the host as an unproven encrypted flow
-        p2p = confirmed
-        fams = d.score.families
-        peerlike = not p2p and (FAMILY_SHAPE in fams or FAMILY_RANDOM in fams) and k.resp_p >= 1024
+    def _observe_hosts(self, k: FlowKey, protocol: str | None, p2p: bool, peerlike: bool, ts: float) -> list[str]:
         touched = []
         if self._local_host(k.orig_h):
-            self.hosts.observe(
-                k.orig_h, HostFlowObservation(ts, k.resp_h, k.resp_p, k.proto, d.score.protocol, p2p, peerlike)
-            )
+            self.hosts.observe(k.orig_h, HostFlowObservation(ts, k.resp_h, k.resp_p, k.proto, protocol, p2p, peerlike))
             touched.append(k.orig_h)
         # the responder's view: count its peers only when it listens on a high port
         # (a busy web or SSH server has many remote IPs and ports too)
         if self._local_host(k.resp_h) and k.resp_p >= 1024:
-            self.hosts.observe(
-                k.resp_h, HostFlowObservation(ts, k.orig_h, k.orig_p, k.proto, d.score.protocol, p2p, peerlike)
-            )
+            self.hosts.observe(k.resp_h, HostFlowObservation(ts, k.orig_h, k.orig_p, k.proto, protocol, p2p, peerlike))
             touched.append(k.resp_h)
         return touched
 
@@ -450,20 +408,19 @@ class Engine:
         while len(self._peer_cache) > size:
             self._peer_cache.popitem(last=False)
 
-    def _peer_cache_hit(self, k: FlowKey) -> list[Observation]:
-        """A peer_cache observation when the flow's responder endpoint (for UDP either
-        endpoint) was a confirmed peer within `peer_cache_ttl`."""
+    def _peer_cache_hit(self, k: FlowKey) -> bool:
+        """Is the flow's responder endpoint (for UDP either endpoint) a confirmed peer seen
+        within `peer_cache_ttl`? (the `peer_cache` context observation)"""
         if not self._peer_cache:
-            return []
+            return False
         ttl = self.cfg.flow_table.peer_cache_ttl
-        ends = [(k.resp_h, k.resp_p)]
+        seen = self._peer_cache.get((k.resp_h, k.resp_p))
+        if seen is not None and self.now - seen <= ttl:
+            return True
         if k.proto == UDP:
-            ends.append((k.orig_h, k.orig_p))
-        for item in ends:
-            seen = self._peer_cache.get(item)
-            if seen is not None and self.now - seen <= ttl:
-                return [Observation("peer_cache", FAMILY_PEER, 1.0, None, ("peer_cache=endpoint",))]
-        return []
+            seen = self._peer_cache.get((k.orig_h, k.orig_p))
+            return seen is not None and self.now - seen <= ttl
+        return False
 
     def _expire_peer_cache(self, ts: float) -> None:
         ttl = self.cfg.flow_table.peer_cache_ttl
@@ -475,16 +432,15 @@ class Engine:
             del pc[item]
 
 
-def _protocol_of(d: Decision) -> str:
+def _protocol_of(label: str, protocol: str | None, other: str | None) -> str:
     """The verdict's protocol: the P2P protocol of a p2p_likely flow, else the other
     protocol its own evidence shows, else the P2P guess of an unknown flow, else "unknown"."""
-    fs = d.score
-    if d.label == P2P:
-        return fs.protocol or NO_PROTOCOL
-    if fs.other_protocol is not None:
-        return fs.other_protocol
-    if d.label != "normal_likely" and fs.protocol is not None:
-        return fs.protocol
+    if label == P2P:
+        return protocol or NO_PROTOCOL
+    if other is not None:
+        return other
+    if label != NORMAL and protocol is not None:
+        return protocol
     return NO_PROTOCOL
 
 

@@ -179,3 +179,68 @@ def decide(
             return last
     assert last is not None
     return last
+
+
+# The result of deciding one flow, flat, as both deciders return it (decide_flow here, the
+# compiled one in msewatch/_decide.c): what the engine needs for the verdict, the peer cache
+# and the host model, without the intermediate objects.
+#   (label, s_flow, probability, decided_at_packet, decided_at, score_path, reasons,
+#    families_own, families_context, protocol, other_protocol, confirmed, detector_runs)
+# s_flow is the flow's own score (S_flow with context), probability the combined P;
+# protocol is the P2P protocol of the strongest positive contribution (or None),
+# other_protocol the non-P2P protocol the own evidence shows (or None); confirmed says
+# the flow is P2P on its own complete evidence (only such flows feed the peer cache).
+FlowDecision = tuple
+
+
+def decide_flow(
+    ev: FlowEvidence,
+    params,
+    sc: ScoringConfig,
+    s_host: float,
+    host_family: bool,
+    peer_hit: bool,
+    near: str | None,
+) -> FlowDecision:
+    """Decide one flow (already cut to the budget): the reference decider.
+
+    Context observations follow the flow's own: `peer_cache` when the remote endpoint is a
+    recently confirmed peer (peer_hit), `host_context` when the host had P2P activity near
+    the flow's start (near: what it was). Head-only detectors give the same answer for
+    every prefix holding the same directions, so they run once per such state; the shape
+    detector runs on every prefix scored."""
+    from ..detect import run_detectors
+    from ..evidence import FAMILY_HOST, FAMILY_PEER
+
+    context: list[Observation] = []
+    if peer_hit:
+        context.append(Observation("peer_cache", FAMILY_PEER, 1.0, None, ("peer_cache=endpoint",)))
+    if near:
+        context.append(Observation("host_context", FAMILY_HOST, 1.0, None, (f"host_p2p_near={near}",)))
+    by_heads: dict[tuple[bool, bool], list[Observation]] = {}
+    runs = 0
+
+    def own(pre: FlowEvidence) -> list[Observation]:
+        nonlocal runs
+        runs += 1
+        state = (bool(pre.orig_heads), bool(pre.resp_heads))
+        heads = by_heads.get(state)
+        if heads is None:
+            heads = by_heads[state] = run_detectors(pre, params, shape=False)
+        return heads + run_detectors(pre, params, shape=True)
+
+    d = decide(ev, lambda pre: own(pre) + context, s_host, host_family, sc)
+    fs = d.score
+    confirmed = False
+    if d.label == P2P:
+        # P2P on its own complete evidence, without the context (peer cache, host)? Only
+        # such flows feed the context of later flows: a label that context lifted must not
+        # produce more context, or one false positive would spread along a host's flows.
+        if fs.plaintext and fs.other_protocol is None:
+            confirmed = True
+        else:
+            own_fs = score_observations(own(ev), sc)
+            confirmed = label_for(own_fs, 0.0, False, len(ev.sizes), ev.complete, sc)[0] == P2P
+    return (d.label, fs.score, d.probability, d.packet, d.ts, d.path, fs.reasons, fs.families_own,
+            fs.families_context, fs.protocol, fs.other_protocol, confirmed, runs)
+
