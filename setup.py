@@ -67,6 +67,7 @@ class BuildPyWithAssets(build_py):
 # --- 2. the compiled packet path ------------------------------------------------------------------
 
 FASTPATH_SOURCE = os.path.join("bridge", "msewatch", "_fastpath.c")
+DECIDE_SOURCE = os.path.join("bridge", "msewatch", "_decide.c")
 
 
 class OptionalBuildExt(build_ext):
@@ -91,9 +92,9 @@ class OptionalBuildExt(build_ext):
               " (install gcc and python3-dev for the fast one)", file=sys.stderr)
 
 
-def _source_crc() -> str:
+def _source_crc(source: str = FASTPATH_SOURCE) -> str:
     # compiled in, so a development checkout notices an extension older than its source
-    with open(os.path.join(HERE, FASTPATH_SOURCE), "rb") as f:
+    with open(os.path.join(HERE, source), "rb") as f:
         return f"{zlib.crc32(f.read()):08x}"
 
 
@@ -106,6 +107,15 @@ setup(
             define_macros=[("FASTPATH_SOURCE_HASH", f'"{_source_crc()}"')],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        # 3. the compiled decider (speeddec): score.flow.decide_flow in C. IEEE doubles as
+        # Python computes them: no fused multiply-add, no fast-math (verdicts must be equal)
+        Extension(
+            "msewatch._decide",
+            sources=[DECIDE_SOURCE],
+            define_macros=[("DECIDE_SOURCE_HASH", f'"{_source_crc(DECIDE_SOURCE)}"')],
+            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            optional=True,
+        ),
     ],
 )

@@ -31,7 +31,7 @@ from .evidence import (
     truncate_to_budget,
 )
 from .score.flow import decide_flow, sigmoid
-from .score.host import HostFlowObservation, HostModel
+from .score.host import HostModel
 from .verdict import NO_PROTOCOL, NORMAL, P2P, FlowVerdict, HostVerdict
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
@@ -116,7 +116,10 @@ class Engine:
         self.pending: list[FlowVerdict | HostVerdict] = []
         self.stats = EngineStats()
         self.now = 0.0
-        self._decide = decide_flow
+        from . import fastdecide
+
+        # the compiled decider (msewatch/_decide.c) when built, else None: decide_flow decides
+        self._decide_c = fastdecide.decider(self.params, self.cfg.scoring, self.cfg.budget)
 
     # ------------------------------------------------------------------ packet path
     def process_packet(
@@ -305,11 +308,6 @@ class Engine:
         Evidence beyond the budget (more packets, runs or head bytes than `budget:` allows)
         is cut to it first and counted (`stats.evidence_truncated`): what the budget does
         not cover is never decided on, and deciding stays linear in the budget."""
-        b = self.cfg.budget
-        cut = truncate_to_budget(ev, b.max_packets, b.max_bursts, b.head_bytes, b.udp_heads)
-        if cut is not None:
-            self.stats.evidence_truncated += 1
-            ev = cut
         self.now = max(self.now, ev.ts + ev.duration)
         k = ev.key
         local = self._local_host(k.orig_h) or not self._local_host(k.resp_h)
@@ -318,16 +316,45 @@ class Engine:
         s_host = hs.score if hs else self.cfg.host.bias
         host_family = s_host > self.cfg.host.family_threshold
         near = self.hosts.p2p_activity_near(host, ev.ts)
-        (label, s_flow, probability, packet, decided_at, path, freasons, fown, fctx, fproto, fother,
-         confirmed, runs) = self._decide(ev, self.params, self.cfg.scoring, s_host, host_family,
-                                         self._peer_cache_hit(k), near)
+        peer_hit = self._peer_cache_hit(k)
+        has_score = hs is not None
+        decide_c = self._decide_c
+        r = None if decide_c is None else decide_c(ev, s_host, has_score, host_family, peer_hit, near)
+        if r is None:  # beyond the budget, no compiled decider, or evidence it leaves to the reference
+            b = self.cfg.budget
+            cut = truncate_to_budget(ev, b.max_packets, b.max_bursts, b.head_bytes, b.udp_heads)
+            if cut is not None:
+                self.stats.evidence_truncated += 1
+                ev = cut
+                r = None if decide_c is None else decide_c(ev, s_host, has_score, host_family, peer_hit, near)
+            if r is None:
+                r = self._decide_py(ev, s_host, has_score, host_family, peer_hit, near)
+        v, fproto, confirmed, peerlike, runs = r
         self.stats.detector_runs += runs
-        reasons = freasons + (f"host_score={s_host:.2f}",) if hs else freasons
+        label = v.label
+        self.stats.flow_verdicts[label] = self.stats.flow_verdicts.get(label, 0) + 1
+        out: list[FlowVerdict | HostVerdict] = [v]
+        if confirmed and fproto in _PEER_CACHE_PROTOCOLS:
+            self._remember_peer(k, ev.ts)
+        for h in self._observe_hosts(k, fproto, confirmed, peerlike, ev.ts):
+            hv = self._host_verdict(h)
+            if hv:
+                out.append(hv)
+        return out
+
+    def _decide_py(
+        self, ev: FlowEvidence, s_host: float, has_score: bool, host_family: bool, peer_hit: bool, near: str | None
+    ) -> tuple[FlowVerdict, str | None, bool, bool, int]:
+        """The reference: decide_flow, and the verdict made of its result (what the compiled
+        decider returns in one call): (verdict, protocol, confirmed, peerlike, detector runs)."""
+        (label, s_flow, probability, packet, decided_at, path, freasons, fown, fctx, fproto, fother,
+         confirmed, runs) = decide_flow(ev, self.params, self.cfg.scoring, s_host, host_family, peer_hit, near)
+        reasons = freasons + (f"host_score={s_host:.2f}",) if has_score else freasons
         ctx = fctx
         if host_family and FAMILY_HOST not in ctx:
             ctx = ctx + (FAMILY_HOST,)  # the host's own score lifted the flow
         v = FlowVerdict(
-            key=k,
+            key=ev.key,
             uid=ev.uid,
             community_id=ev.community_id,
             ts=ev.ts,
@@ -344,17 +371,9 @@ class Engine:
             families_own=fown,
             families_context=ctx,
         )
-        self.stats.flow_verdicts[label] = self.stats.flow_verdicts.get(label, 0) + 1
-        out: list[FlowVerdict | HostVerdict] = [v]
-        if confirmed and fproto in _PEER_CACHE_PROTOCOLS:
-            self._remember_peer(k, ev.ts)
         # a P2P label that rests on context counts for the host as an unproven encrypted flow
-        peerlike = not confirmed and (FAMILY_SHAPE in fown or FAMILY_RANDOM in fown) and k.resp_p >= 1024
-        for h in self._observe_hosts(k, fproto, confirmed, peerlike, ev.ts):
-            hv = self._host_verdict(h)
-            if hv:
-                out.append(hv)
-        return out
+        peerlike = not confirmed and (FAMILY_SHAPE in fown or FAMILY_RANDOM in fown) and ev.key.resp_p >= 1024
+        return v, fproto, confirmed, peerlike, runs
 
     # ------------------------------------------------------------------ host context
     def _local_host(self, h: str) -> bool:
@@ -370,12 +389,12 @@ class Engine:
     def _observe_hosts(self, k: FlowKey, protocol: str | None, p2p: bool, peerlike: bool, ts: float) -> list[str]:
         touched = []
         if self._local_host(k.orig_h):
-            self.hosts.observe(k.orig_h, HostFlowObservation(ts, k.resp_h, k.resp_p, k.proto, protocol, p2p, peerlike))
+            self.hosts.observe_flow(k.orig_h, ts, k.resp_h, k.resp_p, protocol, p2p, peerlike)
             touched.append(k.orig_h)
         # the responder's view: count its peers only when it listens on a high port
         # (a busy web or SSH server has many remote IPs and ports too)
         if self._local_host(k.resp_h) and k.resp_p >= 1024:
-            self.hosts.observe(k.resp_h, HostFlowObservation(ts, k.orig_h, k.orig_p, k.proto, protocol, p2p, peerlike))
+            self.hosts.observe_flow(k.resp_h, ts, k.orig_h, k.orig_p, protocol, p2p, peerlike)
             touched.append(k.resp_h)
         return touched
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from datasketches import hll_sketch, hll_union, tgt_hll_type
 
@@ -37,7 +38,7 @@ class _WindowedDistinct:
         sk = self.buckets.get(b)
         if sk is None:
             self._expire(ts)
-            sk = self.buckets[b] = hll_sketch(self.lg_k, tgt_hll_type.HLL_4)
+            sk = self.buckets[b] = hll_sketch(self.lg_k, _HLL_4)
         sk.update(item)
 
     def _expire(self, ts: float) -> None:
@@ -55,6 +56,9 @@ class _WindowedDistinct:
         for sk in self.buckets.values():
             u.update(sk)
         return u.get_estimate()
+
+
+_HLL_4 = tgt_hll_type.HLL_4
 
 
 class _Decaying:
@@ -90,7 +94,8 @@ class HostFlowObservation:
 class HostState:
     __slots__ = (
         "host", "first_ts", "last_ts", "flows", "ips", "ports", "p2p_flows", "enc_flows",
-        "discovery", "last_discovery", "last_encrypted", "last_p2p", "near", "normal_flows", "label", "reported", "memo",
+        "discovery", "last_discovery", "last_encrypted", "last_p2p", "near", "normal_flows", "label", "reported",
+        "memo_flows", "memo_t", "memo",
     )
 
     def __init__(self, host: str, ts: float, cfg: HostConfig) -> None:
@@ -99,7 +104,8 @@ class HostState:
         self.last_ts = ts
         self.flows = 0
         self.ips = tuple(_WindowedDistinct(w, cfg.buckets_per_window, cfg.hll_lg_k) for w in cfg.windows)
-        self.ports = tuple(_WindowedDistinct(w, cfg.buckets_per_window, cfg.hll_lg_k) for w in cfg.windows)
+        # distinct remote ports: only the 2-minute window is ever read (the score's fanout)
+        self.ports = _WindowedDistinct(cfg.windows[1], cfg.buckets_per_window, cfg.hll_lg_k)
         self.p2p_flows = _Decaying()
         self.enc_flows = _Decaying()
         self.discovery = _Decaying()
@@ -110,11 +116,13 @@ class HostState:
         self.last_p2p = -math.inf
         self.label = UNKNOWN
         self.reported = UNKNOWN
-        self.memo: tuple = (None, None)  # (flows, time) -> HostScore: unchanged state, same score
+        # (flows, time) -> HostScore: unchanged state, same score
+        self.memo_flows: int | None = None
+        self.memo_t: float | None = None
+        self.memo: HostScore | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HostScore:
+class HostScore(NamedTuple):
     score: float
     probability: float
     label: str
@@ -138,32 +146,53 @@ class HostModel:
         return st
 
     def observe(self, host: str, o: HostFlowObservation) -> None:
+        self.observe_flow(host, o.ts, o.remote_h, o.remote_p, o.protocol, o.p2p, o.encrypted_peerlike)
+
+    def observe_flow(
+        self, host: str, ts: float, remote_h: str, remote_p: int, protocol: str | None, p2p: bool, peerlike: bool
+    ) -> None:
+        """What the host learns from one decided flow (HostFlowObservation's fields)."""
         cfg = self.cfg
-        st = self._state(host, o.ts)
-        st.last_ts = max(st.last_ts, o.ts)
+        st = self.hosts.get(host)
+        if st is None:
+            st = self._state(host, ts)
+        if ts > st.last_ts:
+            st.last_ts = ts
         st.flows += 1
-        high_port = o.remote_p >= 1024
-        if high_port:
-            for w in st.ips:
-                w.add(o.ts, o.remote_h)
-            for w in st.ports:
-                w.add(o.ts, str(o.remote_p))
+        if remote_p >= 1024:
+            for w in st.ips:  # _WindowedDistinct.add, inlined: four sketch updates per flow
+                b = int(ts // w.step)
+                sk = w.buckets.get(b)
+                if sk is None:
+                    w._expire(ts)
+                    sk = w.buckets[b] = hll_sketch(w.lg_k, _HLL_4)
+                sk.update(remote_h)
+            w = st.ports
+            b = int(ts // w.step)
+            sk = w.buckets.get(b)
+            if sk is None:
+                w._expire(ts)
+                sk = w.buckets[b] = hll_sketch(w.lg_k, _HLL_4)
+            sk.update(str(remote_p))
         hl = cfg.half_life
-        if o.p2p and o.protocol in DISCOVERY:
-            st.discovery.add(o.ts, 1.0, hl)
-            st.last_discovery = max(st.last_discovery, o.ts)
-            if o.ts - st.last_encrypted <= cfg.discovery_delta:
-                st.near.add(o.ts, 1.0, hl)
-        elif o.p2p:
-            st.p2p_flows.add(o.ts, 1.0, hl)
-            st.last_p2p = max(st.last_p2p, o.ts)
-        elif o.encrypted_peerlike:
-            st.enc_flows.add(o.ts, 1.0, hl)
-            st.last_encrypted = max(st.last_encrypted, o.ts)
-            if o.ts - st.last_discovery <= cfg.discovery_delta:
-                st.near.add(o.ts, 1.0, hl)
+        if p2p and protocol in DISCOVERY:
+            st.discovery.add(ts, 1.0, hl)
+            if ts > st.last_discovery:
+                st.last_discovery = ts
+            if ts - st.last_encrypted <= cfg.discovery_delta:
+                st.near.add(ts, 1.0, hl)
+        elif p2p:
+            st.p2p_flows.add(ts, 1.0, hl)
+            if ts > st.last_p2p:
+                st.last_p2p = ts
+        elif peerlike:
+            st.enc_flows.add(ts, 1.0, hl)
+            if ts > st.last_encrypted:
+                st.last_encrypted = ts
+            if ts - st.last_discovery <= cfg.discovery_delta:
+                st.near.add(ts, 1.0, hl)
         else:
-            st.normal_flows.add(o.ts, 1.0, hl)
+            st.normal_flows.add(ts, 1.0, hl)
 
     def p2p_activity_near(self, host: str, ts: float) -> str | None:
         """Which P2P activity of `host` lies within discovery_delta of `ts`, if any.
@@ -188,17 +217,24 @@ class HostModel:
         if st is None:
             return HostScore(cfg.bias, sigmoid(cfg.bias), UNKNOWN, ())
         t = st.last_ts if ts is None else ts
-        if not detail and st.memo[0] == (st.flows, t):
-            return st.memo[1]
+        if not detail and st.memo_flows == st.flows and (st.memo_t is t or st.memo_t == t):
+            return st.memo  # type: ignore[return-value]
         hl = cfg.half_life
-        p2p = st.p2p_flows.at(t, hl)
-        enc = st.enc_flows.at(t, hl)
-        disc = st.discovery.at(t, hl)
-        near = st.near.at(t, hl)
-        normal = st.normal_flows.at(t, hl)
+        pow_ = math.pow
+        # _Decaying.at, inlined for the five counters
+        d = st.p2p_flows
+        p2p = d.value if t <= d.ts or d.value == 0.0 else d.value * pow_(0.5, (t - d.ts) / hl)
+        d = st.enc_flows
+        enc = d.value if t <= d.ts or d.value == 0.0 else d.value * pow_(0.5, (t - d.ts) / hl)
+        d = st.discovery
+        disc = d.value if t <= d.ts or d.value == 0.0 else d.value * pow_(0.5, (t - d.ts) / hl)
+        d = st.near
+        near = d.value if t <= d.ts or d.value == 0.0 else d.value * pow_(0.5, (t - d.ts) / hl)
+        d = st.normal_flows
+        normal = d.value if t <= d.ts or d.value == 0.0 else d.value * pow_(0.5, (t - d.ts) / hl)
         # Karagiannis: for P2P, distinct remote IPs ~ distinct remote ports (both high).
         ips = st.ips[1].estimate(t)
-        ports = st.ports[1].estimate(t)
+        ports = st.ports.estimate(t)
         fanout = min(ips, ports)
         s = (
             cfg.bias
@@ -232,5 +268,5 @@ class HostModel:
             label = P2P_HOST
         st.label = label
         hs = HostScore(s, p, label, reasons)
-        st.memo = ((st.flows, t), hs)
+        st.memo_flows, st.memo_t, st.memo = st.flows, t, hs
         return hs
