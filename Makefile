@@ -11,7 +11,7 @@ DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 # Debian's python3 needs python3-venv for `-m venv`; setup-system.sh installs it when root.
 # The C packet path (setup.py, bridge/msewatch/_fastpath.c) needs gcc and the Python headers;
 # without them the install still succeeds with the pure-Python path, and the last line says so.
-$(VENV)/.base: pyproject.toml setup.py bridge/msewatch/_fastpath.c bridge/msewatch/_decide.c
+$(VENV)/.base: pyproject.toml setup.py bridge/msewatch/_fastpath.c bridge/msewatch/_decide.c bridge/msewatch/_wire.c
 	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && tools/setup-system.sh venv && $(PY) -m venv $(VENV))
 	@tools/setup-system.sh build $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip

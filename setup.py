@@ -68,6 +68,7 @@ class BuildPyWithAssets(build_py):
 
 FASTPATH_SOURCE = os.path.join("bridge", "msewatch", "_fastpath.c")
 DECIDE_SOURCE = os.path.join("bridge", "msewatch", "_decide.c")
+WIRE_SOURCE = os.path.join("bridge", "msewatch", "_wire.c")
 
 
 class OptionalBuildExt(build_ext):
@@ -114,6 +115,14 @@ setup(
             "msewatch._decide",
             sources=[DECIDE_SOURCE],
             define_macros=[("DECIDE_SOURCE_HASH", f'"{_source_crc(DECIDE_SOURCE)}"')],
+            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            optional=True,
+        ),
+        # 4. the bridge's codec for its two hot messages (speeddec): wire/events.py in C
+        Extension(
+            "msewatch._wire",
+            sources=[WIRE_SOURCE],
+            define_macros=[("WIRE_SOURCE_HASH", f'"{_source_crc(WIRE_SOURCE)}"')],
             extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
             optional=True,
         ),

@@ -21,6 +21,7 @@ from ..evidence import EVIDENCE_VERSION, FlowEvidence, FlowKey
 from ..verdict import FlowVerdict, HostVerdict
 from .v1 import (
     DEFAULT,
+    UTC,
     Codec,
     Count,
     Event,
@@ -229,6 +230,21 @@ def encode_verdict(v: FlowVerdict | HostVerdict, topic: str, codec: Codec = DEFA
     return _dumps(_verdict_tree(v, topic, codec))
 
 
+def encode_verdict_bytes(v: FlowVerdict | HostVerdict, topic: str, codec: Codec = DEFAULT) -> bytes:
+    """encode_verdict's text as UTF-8 bytes (what a WebSocket text frame carries): flow
+    verdicts by the compiled encoder when it is built, byte-identical (tests/wire)."""
+    if type(v) is FlowVerdict:
+        fast = _compiled_codec(codec)
+        if fast is not None:
+            out = fast[1].encode(v, topic)
+            if out is not None:
+                return out
+    try:
+        return orjson.dumps(_verdict_tree(v, topic, codec))
+    except orjson.JSONEncodeError as e:  # e.g. a lone surrogate in a str
+        raise WireError("data", f"cannot be written as JSON ({e})") from None
+
+
 def verdict_key(v: FlowVerdict | HostVerdict) -> str:
     """What a verdict is about (flow uid or host address), for logs."""
     return v.uid if isinstance(v, FlowVerdict) else f"host {v.host}"
@@ -419,11 +435,49 @@ def fast_evidence(msg: Any, codec: Codec = DEFAULT) -> FlowEvidence | None:
         return None
 
 
+# Larger messages are read only when they are a well-formed MSEWatch::flow_evidence (by the
+# compiled decoder, whose work the budget bounds); anything else that large is rejected
+# unread: the generic codec would take seconds of CPU for a 16 MiB frame (docs/zeek.md).
+MAX_GENERIC_MESSAGE = 1 << 20
+
+
+def _compiled_codec(codec: Codec) -> tuple[Any, Any] | None:
+    """(EvidenceDecoder, VerdictEncoder) of msewatch._wire for this codec, or None."""
+    fast = codec.__dict__.get("_msewatch_wire")
+    if fast is None:
+        from .. import compiled
+
+        mod = compiled.module("_wire")
+        if mod is None:
+            fast = False
+        else:
+            utc = codec.naive_tz is UTC
+
+            def parse_ts(text: str) -> float:
+                return epoch_of(codec.parse_timestamp(text))
+
+            fast = (mod.EvidenceDecoder(FlowEvidence, FlowKey, _norm_addr, parse_ts, utc),
+                    mod.VerdictEncoder(_norm_addr, utc))
+        codec.__dict__["_msewatch_wire"] = fast
+    return fast or None
+
+
 def decode_evidence_message(raw: str | bytes, codec: Codec = DEFAULT) -> FlowEvidence | Event | Any:
     """One server message -> FlowEvidence (fast path), else whatever the generic codec
-    makes of it (Ack / ErrorMessage / DataMessage); raises WireError if malformed."""
+    makes of it (Ack / ErrorMessage / DataMessage); raises WireError if malformed.
+
+    The compiled decoder (msewatch/_wire.c) reads the canonical flow_evidence form; what it
+    does not read goes the Python way, which is the reference (tests/wire hold them equal)."""
     from .v1 import DataMessage, loads
 
+    fast = _compiled_codec(codec)
+    if fast is not None:
+        ev = fast[0].decode(raw)
+        if ev is not None:
+            return ev
+    if len(raw) > MAX_GENERIC_MESSAGE:
+        raise WireError("message", f"{len(raw)} bytes and not a well-formed {FLOW_EVIDENCE}: larger messages than"
+                                   f" {MAX_GENERIC_MESSAGE} bytes are read only in that form")
     obj = loads(raw)
     ev = fast_evidence(obj, codec)
     if ev is not None:
