@@ -1,158 +1,395 @@
-"""Bridge hot path: evidence events decoded, scored and answered per second, one process.
+"""The live bridge end to end: MSEWatch::flow_evidence frames in over a real WebSocket, verdict
+frames out, on one core, against the floor of parsing and writing the same frames with orjson.
 
-    python benchmarks/bench_bridge.py [--n 20000] [--repeat 5]
+    .venv/bin/python benchmarks/bench_bridge.py [--n 60000] [--rate 25000] [--seconds 4] [--messages FILE]
+    .venv/bin/python benchmarks/bench_bridge.py --profile        # cProfile of the bridge process
+    .venv/bin/python benchmarks/bench_bridge.py --smoke          # CI: small, nothing timed asserted
 
-Measured in the same run, on the same messages:
-  floor       json.loads + json.dumps of each evidence message (stdlib; no typing at all)
-  orjson      orjson.loads + orjson.dumps (the JSON library the codec uses)
-  codec       v1 decode -> FlowEvidence -> a fixed verdict -> v1 encode (no scoring)
-  bridge      v1 decode -> FlowEvidence -> Engine.process_evidence -> v1 encode of every verdict
-The messages are the evidence of tests/data/corpus/*.pcap (via msewatch.engine.extract_evidence),
-cycled to --n; synthetic evidence when there are no pcaps.
+The messages are real evidence: the pcap path's evidence of the benchmark capture (the corpus
+x15 of benchmarks/common.py, 7k flows) as the Zeek scripts publish it (the wire codec's
+encoding; tests/zeek and tools/zeek_parity.py hold the two paths' evidence equal), or the raw
+messages in FILE (one JSON message a line, e.g. recorded from a real Zeek). Each message gets
+a fresh uid as it is sent, so no flow is answered from the bridge's cache of answered uids.
+
+Measured in one run:
+  floor     orjson.loads + orjson.dumps of each evidence frame's JSON (no typing, no engine,
+            no socket): the cost of only reading and writing that much JSON in Python
+  stages    in-process, per message: decode (msewatch.wire), engine (Engine.process_evidence),
+            encode (every verdict); CPU time
+  bridge    a `msewatch run`-equivalent process (msewatch.bridge.Bridge with the default
+            Engine) connected to a local WebSocket peer that plays Zeek (tests/bridge's fake
+            server protocol): the peer sends --n frames as fast as the bridge reads them and
+            waits for every flow verdict; messages/s by the bridge process's CPU time (from
+            /proc: the bridge's one core) and by wall time
+  latency   the peer sends at --rate messages/s for --seconds and times each verdict from the
+            write of its evidence frame to the read of its verdict frame (both sockets, both
+            event loops included: an upper bound of the latency the bridge adds); p50/p99/max
+Targets (issue 12): >= 50,000 messages/s on one core; p99 <= 1 ms at 25k/s.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import itertools
+import asyncio
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-import orjson
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "bridge"))
-
-from msewatch.evidence import FlowEvidence, FlowKey  # noqa: E402
-from msewatch.verdict import FlowVerdict  # noqa: E402
-from msewatch.wire import events, v1  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 
 TOPIC = "zeek/msewatch/evidence"
 VTOPIC = "zeek/msewatch/verdict"
+ACK = json.dumps({"type": "ack", "endpoint": "bench-peer", "version": "8.0.10"}, separators=(",", ":"))
 
 
-def corpus_evidence() -> list[FlowEvidence]:
-    pcaps = sorted(glob.glob(os.path.join(HERE, "..", "tests", "data", "corpus", "*.pcap")))
-    if pcaps:
-        try:
-            from msewatch.engine import extract_evidence
+# --------------------------------------------------------------------------- the messages
 
-            evs = list(extract_evidence(pcaps))
-            if evs:
-                return evs
-        except ImportError:
-            pass
-    return [
-        FlowEvidence(
-            key=FlowKey("tcp", "10.0.0.1", 40000 + i, "198.51.100.7", 6881),
-            uid=f"C{i:017d}",
-            community_id="1:x",
-            ts=1763778416.0 + i,
-            sizes=tuple((-1) ** j * (100 + j) for j in range(32)),
-            times=tuple(j / 1000 for j in range(32)),
-            bursts=tuple((-1) ** j * (100 + j) for j in range(8)),
-            orig_heads=(os.urandom(256),),
-            resp_heads=(os.urandom(256),),
-            orig_pkts=40,
-            resp_pkts=38,
-            orig_bytes=9000,
-            resp_bytes=8000,
-            duration=2.5,
-            handshake=True,
-            complete=True,
-        )
-        for i in range(200)
-    ]
+def evidence_messages(path: str | None, smoke: bool) -> list[bytes]:
+    """Raw evidence messages (JSON bytes)."""
+    if path:
+        out = [line.strip().encode() for line in Path(path).read_text().splitlines() if line.strip()]
+        if not out:
+            raise SystemExit(f"{path}: no messages")
+        return out
+    from msewatch.engine import extract_evidence
+    from msewatch.wire import events, v1
+
+    if smoke:
+        pcaps = sorted(str(p) for p in common.CORPUS.glob("*.pcap"))
+    else:
+        pcaps = [str(common.build_bench_capture(400_000))]
+    return [v1.encode_event_message(TOPIC, events.evidence_to_event(e)).encode() for e in extract_evidence(pcaps)]
 
 
-def fixed_verdict(ev: FlowEvidence) -> FlowVerdict:
-    return FlowVerdict(
-        key=ev.key, uid=ev.uid, community_id=ev.community_id, ts=ev.ts, label="p2p_likely", protocol="bt_mse",
-        probability=0.97, flow_probability=0.95, host_score=0.5, decided_at_packet=3, decided_at=ev.ts + 0.01,
-        reasons=("mse_handshake=0.93", "fully_encrypted=1.00", "host_score=0.50"), families=("handshake_shape",),
-    )
+def split_uid(message: bytes) -> tuple[bytes, bytes, int]:
+    """(text before the uid, text after it, uid length): each send puts a fresh uid in."""
+    obj = json.loads(message)
+    uid = obj["data"][2]["data"][1]["data"][1]["data"].encode()
+    marker = b'{"@data-type":"string","data":"' + uid + b'"}'
+    i = message.index(marker) + len(marker) - len(uid) - 2
+    return message[:i], message[i + len(uid):], len(uid)
 
 
-def timed(fn, messages, repeat: int) -> float:
-    """Best-of-`repeat` events per second."""
-    rates = []
+def fresh_uid(k: int, width: int) -> bytes:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    out = []
+    for _ in range(width - 1):
+        k, r = divmod(k, 62)
+        out.append(digits[r])
+    return ("B" + "".join(out)).encode()
+
+
+def frame_header(n: int) -> bytes:
+    """An unmasked server->client text frame header (RFC 6455 5.2)."""
+    if n < 126:
+        return bytes([0x81, n])
+    if n < 65536:
+        return bytes([0x81, 126]) + n.to_bytes(2, "big")
+    return bytes([0x81, 127]) + n.to_bytes(8, "big")
+
+
+# --------------------------------------------------------------------------- in-process measures
+
+def cpu() -> float:
+    return time.process_time()
+
+
+def best_of(fn, repeat: int) -> float:
+    best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(messages)
-        rates.append(len(messages) / (time.perf_counter() - t0))
-    return max(rates)
+        t0 = cpu()
+        fn()
+        best = min(best, cpu() - t0)
+    return best
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args()
+def in_process(messages: list[bytes], n: int, repeat: int) -> dict:
+    import gc
 
-    evs = corpus_evidence()
-    base = [v1.encode_event_message(TOPIC, events.evidence_to_event(e)) for e in evs]
-    messages = list(itertools.islice(itertools.cycle(base), args.n))
-    avg_len = statistics.mean(len(m) for m in base)
-    verdict_text = events.encode_verdict(fixed_verdict(evs[0]), VTOPIC)
+    import orjson
 
-    def floor(msgs):
+    from msewatch.engine import Engine
+    from msewatch.wire import events, v1
+
+    msgs = (messages * (n // len(messages) + 1))[:n]
+    codec = v1.Codec()
+    gc.collect()
+    out: dict[str, float] = {}
+
+    def floor():
+        loads, dumps = orjson.loads, orjson.dumps
         for m in msgs:
-            json.dumps(json.loads(m), separators=(",", ":"))
-        # the reply of the same size class, for fairness
-        for _ in msgs:
-            json.dumps(json.loads(verdict_text), separators=(",", ":"))
+            dumps(loads(m))
 
-    def orjson_peer(msgs):
+    out["floor"] = best_of(floor, repeat)
+    evs = [events.decode_evidence_message(m, codec) for m in msgs[: len(messages)]]
+
+    def decode():
+        dec = events.decode_evidence_message
         for m in msgs:
-            orjson.dumps(orjson.loads(m))
-        for _ in msgs:
-            orjson.dumps(orjson.loads(verdict_text))
+            dec(m, codec)
 
-    codec = v1.DEFAULT
+    out["decode"] = best_of(decode, repeat)
+    evs_n = (evs * (n // len(evs) + 1))[:n]
 
-    def codec_only(msgs):
-        for m in msgs:
-            ev = events.decode_evidence_message(m, codec)
-            events.encode_verdict(fixed_verdict(ev), VTOPIC, codec)
+    verdicts: list = []
 
-    def generic_codec(msgs):
-        for m in msgs:
-            msg = codec.decode_message(m)
-            ev = events.evidence_from_event(v1.event_from_value(msg.value))
-            codec.encode_event_message(VTOPIC, events.verdict_event(fixed_verdict(ev)))
+    def engine():
+        eng = Engine()
+        verdicts.clear()
+        for ev in evs_n:
+            verdicts.extend(eng.process_evidence(ev))
 
-    rates = {
-        "floor (json.loads+dumps)": timed(floor, messages, args.repeat),
-        "orjson.loads+dumps": timed(orjson_peer, messages, args.repeat),
-        "codec, generic table walk": timed(generic_codec, messages, args.repeat),
-        "codec: decode+encode (hot path)": timed(codec_only, messages, args.repeat),
-    }
+    out["engine"] = best_of(engine, repeat)
+
+    def encode():
+        enc = events.encode_verdict_bytes
+        for v in verdicts:
+            enc(v, VTOPIC, codec)
+
+    out["encode"] = best_of(encode, repeat)
+    out["verdicts"] = len(verdicts)
+    return out
+
+
+# --------------------------------------------------------------------------- the bridge process
+
+BRIDGE_CHILD = r"""
+import asyncio, os, sys
+from msewatch.bridge import Bridge
+from msewatch.config import Config
+from msewatch.config_zeek import ZeekConfig
+from msewatch.engine import Engine
+url, profile = sys.argv[1], sys.argv[2]
+cfg = ZeekConfig(endpoints=[url], reconnect={"initial": 0.05, "max": 0.2})
+async def main():
+    bridge = Bridge(cfg, Engine(Config()))
+    bridge.install_signal_handlers()
+    await bridge.run()
+if profile:
+    import cProfile, pstats
+    pr = cProfile.Profile(); pr.enable()
     try:
-        from msewatch.engine import Engine
+        asyncio.run(main())
+    finally:
+        pr.disable(); pstats.Stats(pr, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+else:
+    asyncio.run(main())
+"""
 
-        def bridge_path(msgs):
-            eng = Engine()
-            for m in msgs:
-                ev = events.decode_evidence_message(m, codec)
-                for v in eng.process_evidence(ev):
-                    events.encode_verdict(v, VTOPIC, codec)
 
-        rates["bridge: decode+engine+encode"] = timed(bridge_path, messages, args.repeat)
-    except ImportError:
-        pass
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    floor_rate = rates["floor (json.loads+dumps)"]
-    print(f"{len(base)} distinct evidence messages (avg {avg_len:.0f} bytes), {len(messages)} events, best of {args.repeat}")
-    print(f"{'path':34s} {'events/s':>12s} {'vs floor':>9s}")
-    for name, rate in rates.items():
-        print(f"{name:34s} {rate:12,.0f} {rate / floor_rate:8.2f}x")
-    print("target: 50,000 events/s for decode+encode")
+
+_UID_AT = b'"data":[{"@data-type":"string","data":"'
+
+
+class Peer:
+    """Zeek's side of the WebSocket API, lean: pre-built frames written straight to the
+    transport, verdict frames timed where the protocol parses them."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.parts = [split_uid(m) for m in messages]
+        self.sent_at: dict[bytes, float] = {}
+        self.rtts: list[float] = []
+        self.flow_verdicts = 0
+        self.host_verdicts = 0
+        self.connected = asyncio.Event()
+        self.got = asyncio.Event()
+        self.want = 0
+        self.conn = None
+        self.k = 0
+
+    def frames(self, count: int, stamp: bool) -> bytes:
+        out = []
+        now = time.perf_counter()
+        parts = self.parts
+        for _ in range(count):
+            head, tail, width = parts[self.k % len(parts)]
+            uid = fresh_uid(self.k, width)
+            self.k += 1
+            payload = head + uid + tail
+            out.append(frame_header(len(payload)))
+            out.append(payload)
+            if stamp:
+                self.sent_at[uid] = now
+        return b"".join(out)
+
+    def on_verdict(self, data: bytes) -> None:
+        if b'"MSEWatch::verdict"' in data:
+            self.flow_verdicts += 1
+            if self.sent_at:
+                i = data.index(_UID_AT, data.index(b"MSEWatch::verdict")) + len(_UID_AT)
+                t0 = self.sent_at.pop(data[i:data.index(b'"', i)], None)
+                if t0 is not None:
+                    self.rtts.append(time.perf_counter() - t0)
+        else:
+            self.host_verdicts += 1
+        if self.flow_verdicts >= self.want:
+            self.got.set()
+
+    async def start(self):
+        from websockets.asyncio.server import ServerConnection, serve
+
+        peer = self
+
+        class Conn(ServerConnection):
+            def process_event(self, event):
+                if peer.conn is self and getattr(event, "opcode", None) is not None and event.opcode.name == "TEXT":
+                    peer.on_verdict(event.data)
+                else:
+                    super().process_event(event)
+
+        async def handler(ws):
+            await ws.recv()  # the subscription
+            await ws.send(ACK)
+            self.conn = ws
+            self.connected.set()
+            await ws.wait_closed()
+
+        self.server = await serve(handler, "127.0.0.1", 0, create_connection=Conn, compression=None,
+                                  max_size=None, ping_interval=None)
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/messages/json"
+
+    async def send_all(self, n: int, chunk: int = 256) -> None:
+        ws = self.conn
+        self.want = self.flow_verdicts + n
+        self.got.clear()
+        left = n
+        while left:
+            c = min(chunk, left)
+            ws.transport.write(self.frames(c, False))
+            left -= c
+            if ws.transport.get_write_buffer_size() > 1 << 20:
+                await ws.drain()
+            else:
+                await asyncio.sleep(0)
+        await asyncio.wait_for(self.got.wait(), 600)
+
+    async def send_paced(self, rate: float, seconds: float, tick: float = 0.001) -> int:
+        ws = self.conn
+        total = int(rate * seconds)
+        self.want = self.flow_verdicts + total
+        self.got.clear()
+        t0 = time.perf_counter()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+            if due > sent:
+                ws.transport.write(self.frames(due - sent, True))
+                sent = due
+            await asyncio.sleep(tick)
+        await asyncio.wait_for(self.got.wait(), 600)
+        return total
+
+
+async def end_to_end(messages: list[bytes], n: int, rate: float, seconds: float, profile: bool) -> dict:
+    peer = Peer(messages)
+    url = await peer.start()
+    env = {**os.environ, "PYTHONPATH": str(common.BRIDGE)}
+    exe = common.VENV_BIN / "python"
+    child = subprocess.Popen([str(exe) if exe.exists() else sys.executable, "-c", BRIDGE_CHILD, url,
+                              "1" if profile else ""], env=env, stderr=subprocess.PIPE if profile else None)
+    res: dict = {}
+    try:
+        await asyncio.wait_for(peer.connected.wait(), 120)
+        await peer.send_all(min(n, 2000))  # warm-up: imports done, caches filled
+        c0, w0 = proc_cpu(child.pid), time.perf_counter()
+        await peer.send_all(n)
+        c1, w1 = proc_cpu(child.pid), time.perf_counter()
+        res["n"] = n
+        res["cpu"] = c1 - c0
+        res["wall"] = w1 - w0
+        if rate > 0 and seconds > 0:
+            c0, w0 = proc_cpu(child.pid), time.perf_counter()
+            total = await peer.send_paced(rate, seconds)
+            c1, w1 = proc_cpu(child.pid), time.perf_counter()
+            rtts = sorted(peer.rtts)
+            res["paced"] = {"n": total, "rate": rate, "cpu": c1 - c0, "wall": w1 - w0,
+                            "p50": rtts[len(rtts) // 2], "p99": rtts[int(len(rtts) * 0.99)], "max": rtts[-1],
+                            "timed": len(rtts)}
+        res["host_verdicts"] = peer.host_verdicts
+    finally:
+        child.send_signal(signal.SIGTERM)  # it flushes its queue to the peer, which keeps serving
+        try:
+            _, err = await asyncio.to_thread(child.communicate, timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, err = await asyncio.to_thread(child.communicate)
+        if profile and err:
+            print(err.decode(errors="replace"))
+        peer.server.close()
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=60_000, help="messages of the throughput run")
+    ap.add_argument("--rate", type=float, default=25_000, help="messages/s of the latency run")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of the latency run")
+    ap.add_argument("--repeat", type=int, default=3, help="in-process rounds (best of)")
+    ap.add_argument("--messages", help="raw evidence messages, one JSON message a line")
+    ap.add_argument("--profile", action="store_true", help="cProfile the bridge process")
+    ap.add_argument("--smoke", action="store_true", help="CI: small, one round, nothing timed asserted")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.rate, args.seconds, args.repeat = 2000, 2000, 0.5, 1
+
+    print(common.machine_line())
+    from msewatch import compiled, fastdecide
+
+    print(compiled.status("_wire", "wire codec"))
+    print(fastdecide.status())
+    messages = evidence_messages(args.messages, args.smoke)
+    size = statistics.mean(len(m) for m in messages)
+    print(f"{len(messages):,} distinct evidence messages ({size:,.0f} bytes on average)"
+          + (f" from {args.messages}" if args.messages else " of the corpus" if args.smoke else " of the benchmark capture"))
+
+    ip = in_process(messages, min(args.n, 20_000), args.repeat)
+    m = min(args.n, 20_000)
+    floor_rate = m / ip["floor"]
+    print(f"\nin-process, CPU, best of {args.repeat}, {m:,} messages:")
+    print(f"  {'floor: orjson.loads + orjson.dumps':44} {1e6 * ip['floor'] / m:6.2f} us/msg {floor_rate:10,.0f} msgs/s")
+    for stage in ("decode", "engine", "encode"):
+        print(f"  {stage + (' (every verdict)' if stage == 'encode' else ''):44} {1e6 * ip[stage] / m:6.2f} us/msg")
+    print(f"  ({ip['verdicts'] / m:.2f} verdicts per message)")
+
+    load0 = os.getloadavg()
+    res = asyncio.run(end_to_end(messages, args.n, args.rate, args.seconds, args.profile))
+    load1 = os.getloadavg()
+    rate_cpu = res["n"] / res["cpu"] if res["cpu"] > 0 else float("inf")
+    rate_wall = res["n"] / res["wall"]
+    print(f"\nend to end over a local WebSocket (load average {load0[0]:.1f} before, {load1[0]:.1f} after,"
+          f" {os.cpu_count()} CPUs):")
+    print(f"  {res['n']:,} messages: bridge process CPU {res['cpu']:.2f} s -> {rate_cpu:,.0f} msgs/s on one core;"
+          f" wall {res['wall']:.2f} s -> {rate_wall:,.0f} msgs/s (peer and bridge share the machine)")
+    ratio = rate_cpu / floor_rate
+    print(f"  ratio bridge (end to end, CPU) / floor (orjson loads+dumps): {ratio:.2f}")
+    common.summary("bridge end to end", f"{rate_cpu:,.0f} msgs/s by CPU on one core, {rate_wall:,.0f} by wall"
+                   f" (target >= 50,000: {'meets' if rate_cpu >= 50_000 else 'MISSES'})")
+    common.summary("bridge ratio vs orjson floor", f"{ratio:.2f} (floor {floor_rate:,.0f} msgs/s)")
+    p = res.get("paced")
+    if p:
+        print(f"  paced at {p['rate']:,.0f} msgs/s for {p['wall']:.1f} s ({p['n']:,} messages, {p['timed']:,} timed):"
+              f" round trip p50 {1e3 * p['p50']:.3f} ms, p99 {1e3 * p['p99']:.3f} ms, max {1e3 * p['max']:.1f} ms;"
+              f" bridge CPU {100 * p['cpu'] / p['wall']:.0f} % of a core")
+        common.summary(f"bridge latency at {p['rate']:,.0f}/s", f"p99 {1e3 * p['p99']:.3f} ms, p50 {1e3 * p['p50']:.3f} ms"
+                       f" (target p99 <= 1 ms: {'meets' if p['p99'] <= 1e-3 else 'MISSES'})")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -250,25 +250,71 @@ typedef struct {
     int nobs;
 } Store;
 
+/* reasons are formatted with %s, %d, %lld, %zd and %.*s only: a small formatter, since
+   vsnprintf's generality costs more than the rest of deciding a flow */
 static int reason(Store *st, const char *fmt, ...)
 {
-    if (st->n >= MAXREASONS || st->len >= RBUF - 1) {
+    if (st->n >= MAXREASONS || st->len >= RBUF - 64) {
         st->overflow = 1;
         return -1;
     }
     va_list ap;
     va_start(ap, fmt);
-    int w = vsnprintf(st->buf + st->len, RBUF - st->len, fmt, ap);
-    va_end(ap);
-    if (w < 0 || w >= RBUF - st->len) {
-        st->overflow = 1;
-        return -1;
+    char *out = st->buf + st->len, *lim = st->buf + RBUF - 1, *o = out;
+    for (const char *f = fmt; *f; f++) {
+        if (*f != '%') {
+            if (o >= lim) goto over;
+            *o++ = *f;
+            continue;
+        }
+        f++;
+        long long v;
+        if (*f == 's') {
+            const char *a = va_arg(ap, const char *);
+            size_t l = strlen(a);
+            if (o + l >= lim) goto over;
+            memcpy(o, a, l);
+            o += l;
+            continue;
+        } else if (*f == '.' && f[1] == '*' && f[2] == 's') {
+            int l = va_arg(ap, int);
+            const char *a = va_arg(ap, const char *);
+            if (o + l >= lim) goto over;
+            memcpy(o, a, l);
+            o += l;
+            f += 2;
+            continue;
+        } else if (*f == 'd') {
+            v = va_arg(ap, int);
+        } else if (f[0] == 'l' && f[1] == 'l' && f[2] == 'd') {
+            v = va_arg(ap, long long);
+            f += 2;
+        } else if (f[0] == 'z' && f[1] == 'd') {
+            v = va_arg(ap, Py_ssize_t);
+            f += 1;
+        } else
+            goto over; /* not a format this file uses */
+        char tmp[24];
+        int k = 0;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        do {
+            tmp[k++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (o + k + 1 >= lim) goto over;
+        if (v < 0) *o++ = '-';
+        while (k) *o++ = tmp[--k];
     }
+    va_end(ap);
     st->off[st->n] = st->len;
-    st->rlen[st->n] = w;
+    st->rlen[st->n] = (int)(o - out);
     st->n++;
-    st->len += w;
+    st->len += (int)(o - out);
     return 0;
+over:
+    va_end(ap);
+    st->overflow = 1;
+    return -1;
 }
 
 /* a reason whose text is given with its length (may hold any bytes < 0x80) */
@@ -378,38 +424,78 @@ typedef struct {
     double popcount;
 } RV;
 
-static double popcount_per_byte(const uint8_t *p, Py_ssize_t n)
-{
-    if (!n) return 0.0;
-    long long bits = 0;
-    for (Py_ssize_t i = 0; i < n; i++) bits += __builtin_popcount(p[i]);
-    return (double)bits / (double)n;
-}
+/* per byte: set bits, and whether it is printable (0x20..0x7e) */
+static unsigned char BITS[256], PRINT[256];
 
-static Py_ssize_t printable_count(const uint8_t *p, Py_ssize_t n)
+static void init_tables(void)
 {
-    Py_ssize_t c = 0;
-    for (Py_ssize_t i = 0; i < n; i++) c += printable(p[i]);
-    return c;
-}
-
-static int printable_run_exceeds(const uint8_t *p, Py_ssize_t n, int64_t run)
-{
-    Py_ssize_t cur = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (printable(p[i])) {
-            if (++cur > run) return 1;
-        } else
-            cur = 0;
+    for (int i = 0; i < 256; i++) {
+        BITS[i] = (unsigned char)__builtin_popcount((unsigned)i);
+        PRINT[i] = i >= 0x20 && i <= 0x7e;
     }
-    return 0;
+}
+
+/* what random_verdict reads of a head, in one pass: set bits, printable bytes (in all and
+   in the first printable_prefix_len), the longest printable run, and the known start */
+typedef struct {
+    const uint8_t *p; /* the head these are of (NULL: none cached) */
+    Py_ssize_t n;
+    long long bits;
+    Py_ssize_t printable, prefix_printable, longest_run;
+    int known;
+} HeadStats;
+
+static void head_stats(const Params *P, const uint8_t *p, Py_ssize_t n, HeadStats *hs)
+{
+    long long bits = 0;
+    Py_ssize_t pr = 0, run = 0, longest = 0, k = (Py_ssize_t)P->printable_prefix_len, prefix = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char b = p[i];
+        bits += BITS[b];
+        if (PRINT[b]) {
+            pr++;
+            if (++run > longest) longest = run;
+        } else
+            run = 0;
+        if (i + 1 == k) prefix = pr;
+    }
+    hs->p = p;
+    hs->n = n;
+    hs->bits = bits;
+    hs->printable = pr;
+    hs->prefix_printable = n >= k ? prefix : pr;
+    hs->longest_run = longest;
+    hs->known = known_start(p, n);
+}
+
+/* the stats of a head, from a small per-decide cache keyed by its bytes' address (a head
+   is tested several times per flow: per prefix, per detector) */
+#define HS_CACHE 8
+static HeadStats hs_cache[HS_CACHE];
+static int hs_next;
+
+static const HeadStats *stats_of(const Params *P, const uint8_t *p, Py_ssize_t n)
+{
+    for (int i = 0; i < HS_CACHE; i++)
+        if (hs_cache[i].p == p && hs_cache[i].n == n) return &hs_cache[i];
+    HeadStats *hs = &hs_cache[hs_next];
+    hs_next = (hs_next + 1) % HS_CACHE;
+    head_stats(P, p, n, hs);
+    return hs;
+}
+
+static void hs_reset(void)
+{
+    for (int i = 0; i < HS_CACHE; i++) hs_cache[i].p = NULL;
+    hs_next = 0;
 }
 
 static RV random_verdict(const Params *P, const uint8_t *p, Py_ssize_t n, int truncated, int prefix_exempt)
 {
-    RV v = {0, popcount_per_byte(p, n)};
+    const HeadStats *hs = stats_of(P, p, n);
+    RV v = {0, n ? (double)hs->bits / (double)n : 0.0};
     if ((int64_t)n < P->min_random_len) return v;
-    if (known_start(p, n) != KS_NONE) return v;
+    if (hs->known != KS_NONE) return v;
     double lo = P->popcount_low, hi = P->popcount_high;
     if (truncated && n > 0) {
         double mid = (lo + hi) / 2;
@@ -420,15 +506,15 @@ static RV random_verdict(const Params *P, const uint8_t *p, Py_ssize_t n, int tr
     }
     if (!(lo < v.popcount && v.popcount < hi)) return v;
     Py_ssize_t k = (Py_ssize_t)P->printable_prefix_len;
-    if (prefix_exempt && n >= k && printable_count(p, k) == k) return v;
+    if (prefix_exempt && n >= k && hs->prefix_printable == k) return v;
     double limit = P->printable_share * (double)n;
     if (truncated) {
         const double q = 95.0 / 256.0;
         double x = (double)n * q + P->popcount_sigmas * sqrt((double)n * q * (1 - q));
         if (x > limit) limit = x;
     }
-    if ((double)printable_count(p, n) > limit) return v;
-    if (printable_run_exceeds(p, n, P->printable_run)) return v;
+    if ((double)hs->printable > limit) return v;
+    if ((int64_t)hs->longest_run > P->printable_run) return v;
     v.random = 1;
     return v;
 }
@@ -2159,6 +2245,7 @@ static PyObject *Decider_decide(Decider *self, PyObject *args)
         goto done;
     }
     st->len = st->n = st->nobs = st->overflow = 0;
+    hs_reset(); /* the heads' bytes live as long as this call's evidence */
     Ctx c = {P, st, self->lsd_group, 0};
     /* context observations */
     int ctx0 = st->nobs;
@@ -2352,6 +2439,615 @@ static PyTypeObject DeciderType = {
     .tp_doc = "Decider(params, scoring, weights, lsd_group): the compiled decider (score.flow.decide_flow in C)",
 };
 
+/* ------------------------------------------------------------------ the host model */
+/* score/host.py's HostModel in C, with the same HyperLogLog library (Apache DataSketches,
+   called through its Python objects) and the same float arithmetic in the same order, so
+   scores, labels and reasons are those of the Python model (tests/decide compare them). */
+
+static PyObject *int_1024;
+static PyObject *s_update, *s_get_estimate, *s_dht, *s_tracker, *s_lsd, *s_p2p_host, *s_normal_host,
+    *s_unknown_label, *s_discovery, *s_p2p_flow;
+
+/* CPython's float floor division (Objects/floatobject.c _float_div_mod), then int() */
+static int floordiv_int(double vx, double wx, int64_t *out)
+{
+    double mod = fmod(vx, wx), div, floordiv;
+    div = (vx - mod) / wx;
+    if (mod) {
+        if ((wx < 0) != (mod < 0)) {
+            mod += wx;
+            div -= 1.0;
+        }
+    }
+    if (div) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5) floordiv += 1.0;
+    } else
+        floordiv = copysign(0.0, vx / wx);
+    if (isnan(floordiv)) {
+        PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
+        return -1;
+    }
+    if (!(floordiv > -9.2e18 && floordiv < 9.2e18)) {
+        PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
+        return -1;
+    }
+    *out = (int64_t)floordiv;
+    return 0;
+}
+
+typedef struct {
+    int64_t b;
+    PyObject *sk;
+} Bucket;
+
+typedef struct {
+    double width, step;
+    Bucket *bk;
+    int n, cap;
+} Window;
+
+typedef struct {
+    double value, ts;
+} Decay;
+
+typedef struct HostModelObj HostModelObj;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *host;
+    PyObject *first_ts, *last_ts; /* the objects the Python model keeps */
+    double last;                  /* last_ts as a float */
+    long long flows;
+    Window ips[3], ports;
+    Decay p2p, enc, disc, near, normal;
+    double last_discovery, last_encrypted, last_p2p;
+    PyObject *label, *reported;
+    int memo_valid;
+    long long memo_flows;
+    double memo_t;
+    PyObject *memo;
+} HostStateObj;
+
+struct HostModelObj {
+    PyObject_HEAD
+    PyObject *hosts;   /* dict: host -> HostState */
+    PyObject *cfg;     /* HostConfig */
+    PyObject *sketch_type, *union_type, *hll4, *score_type, *bias_obj;
+    double windows[3], discovery_delta, half_life, bias, w_p2p, w_enc, w_disc, w_near, w_fanout, w_normal, t_low,
+        t_high;
+    long long buckets_per_window, lg_k, max_hosts, min_flows;
+};
+
+static PyTypeObject HostStateType;
+
+static void window_clear(Window *w)
+{
+    for (int i = 0; i < w->n; i++) Py_DECREF(w->bk[i].sk);
+    PyMem_Free(w->bk);
+    w->bk = NULL;
+    w->n = w->cap = 0;
+}
+
+static void HostState_dealloc(HostStateObj *self)
+{
+    PyObject_GC_UnTrack(self);
+    for (int i = 0; i < 3; i++) window_clear(&self->ips[i]);
+    window_clear(&self->ports);
+    Py_XDECREF(self->host);
+    Py_XDECREF(self->first_ts);
+    Py_XDECREF(self->last_ts);
+    Py_XDECREF(self->label);
+    Py_XDECREF(self->reported);
+    Py_XDECREF(self->memo);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int HostState_traverse(HostStateObj *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->memo);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < self->ips[i].n; j++) Py_VISIT(self->ips[i].bk[j].sk);
+    for (int j = 0; j < self->ports.n; j++) Py_VISIT(self->ports.bk[j].sk);
+    return 0;
+}
+
+static PyObject *HostState_get_reported(HostStateObj *self, void *c) { return Py_NewRef(self->reported); }
+static int HostState_set_reported(HostStateObj *self, PyObject *v, void *c)
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete reported");
+        return -1;
+    }
+    Py_XSETREF(self->reported, Py_NewRef(v));
+    return 0;
+}
+static PyObject *HostState_get_last_ts(HostStateObj *self, void *c) { return Py_NewRef(self->last_ts); }
+static PyObject *HostState_get_first_ts(HostStateObj *self, void *c) { return Py_NewRef(self->first_ts); }
+static PyObject *HostState_get_label(HostStateObj *self, void *c) { return Py_NewRef(self->label); }
+static PyObject *HostState_get_host(HostStateObj *self, void *c) { return Py_NewRef(self->host); }
+static PyObject *HostState_get_flows(HostStateObj *self, void *c) { return PyLong_FromLongLong(self->flows); }
+
+static PyGetSetDef HostState_getset[] = {
+    {"reported", (getter)HostState_get_reported, (setter)HostState_set_reported, "the label last reported", NULL},
+    {"last_ts", (getter)HostState_get_last_ts, NULL, "time of the host's last flow", NULL},
+    {"first_ts", (getter)HostState_get_first_ts, NULL, "time of the host's first flow", NULL},
+    {"label", (getter)HostState_get_label, NULL, "the label of the last score", NULL},
+    {"host", (getter)HostState_get_host, NULL, "the address", NULL},
+    {"flows", (getter)HostState_get_flows, NULL, "flows observed", NULL},
+    {NULL}};
+
+static PyTypeObject HostStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "msewatch._decide.HostState",
+    .tp_basicsize = sizeof(HostStateObj),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)HostState_dealloc,
+    .tp_traverse = (traverseproc)HostState_traverse,
+    .tp_getset = HostState_getset,
+    .tp_doc = "One local host's state in the compiled host model (score/host.py HostState).",
+};
+
+static int window_expire(Window *w, double ts)
+{
+    int64_t oldest;
+    if (floordiv_int(ts - w->width, w->step, &oldest) < 0) return -1;
+    int k = 0;
+    for (int i = 0; i < w->n; i++) {
+        if (w->bk[i].b <= oldest)
+            Py_DECREF(w->bk[i].sk);
+        else
+            w->bk[k++] = w->bk[i];
+    }
+    w->n = k;
+    return 0;
+}
+
+static int window_add(HostModelObj *m, Window *w, double ts, PyObject *item)
+{
+    int64_t b;
+    if (floordiv_int(ts, w->step, &b) < 0) return -1;
+    PyObject *sk = NULL;
+    for (int i = 0; i < w->n; i++)
+        if (w->bk[i].b == b) {
+            sk = w->bk[i].sk;
+            break;
+        }
+    if (sk == NULL) {
+        if (window_expire(w, ts) < 0) return -1;
+        PyObject *args[2] = {PyLong_FromLongLong(m->lg_k), m->hll4};
+        if (args[0] == NULL) return -1;
+        sk = PyObject_Vectorcall(m->sketch_type, args, 2, NULL);
+        Py_DECREF(args[0]);
+        if (sk == NULL) return -1;
+        if (w->n == w->cap) {
+            int cap = w->cap ? 2 * w->cap : 4;
+            Bucket *nb = PyMem_Realloc(w->bk, cap * sizeof(Bucket));
+            if (nb == NULL) {
+                Py_DECREF(sk);
+                PyErr_NoMemory();
+                return -1;
+            }
+            w->bk = nb;
+            w->cap = cap;
+        }
+        w->bk[w->n].b = b;
+        w->bk[w->n].sk = sk;
+        w->n++;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(sk, s_update, item);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int estimate_of(PyObject *o, double *out)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(o, s_get_estimate);
+    if (r == NULL) return -1;
+    *out = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int window_estimate(HostModelObj *m, Window *w, double ts, double *out)
+{
+    if (window_expire(w, ts) < 0) return -1;
+    if (w->n == 0) {
+        *out = 0.0;
+        return 0;
+    }
+    if (w->n == 1) return estimate_of(w->bk[0].sk, out);
+    PyObject *lg = PyLong_FromLongLong(m->lg_k);
+    if (lg == NULL) return -1;
+    PyObject *u = PyObject_CallOneArg(m->union_type, lg);
+    Py_DECREF(lg);
+    if (u == NULL) return -1;
+    for (int i = 0; i < w->n; i++) {
+        PyObject *r = PyObject_CallMethodOneArg(u, s_update, w->bk[i].sk);
+        if (r == NULL) {
+            Py_DECREF(u);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    int rc = estimate_of(u, out);
+    Py_DECREF(u);
+    return rc;
+}
+
+static double decay_at(const Decay *d, double ts, double hl)
+{
+    if (ts <= d->ts || d->value == 0.0) return d->value;
+    return d->value * pow(0.5, (ts - d->ts) / hl);
+}
+
+static void decay_add(Decay *d, double ts, double amount, double hl)
+{
+    d->value = decay_at(d, ts, hl) + amount;
+    d->ts = d->ts > ts ? d->ts : ts; /* max(ts, self.ts) */
+}
+
+static HostStateObj *new_state(HostModelObj *m, PyObject *host, PyObject *ts_obj, double ts)
+{
+    HostStateObj *st = PyObject_GC_New(HostStateObj, &HostStateType);
+    if (st == NULL) return NULL;
+    st->host = Py_NewRef(host);
+    st->first_ts = Py_NewRef(ts_obj);
+    st->last_ts = Py_NewRef(ts_obj);
+    st->last = ts;
+    st->flows = 0;
+    for (int i = 0; i < 3; i++) {
+        st->ips[i].width = m->windows[i];
+        st->ips[i].step = m->windows[i] / (double)m->buckets_per_window;
+        st->ips[i].bk = NULL;
+        st->ips[i].n = st->ips[i].cap = 0;
+    }
+    st->ports.width = m->windows[1];
+    st->ports.step = m->windows[1] / (double)m->buckets_per_window;
+    st->ports.bk = NULL;
+    st->ports.n = st->ports.cap = 0;
+    Decay zero = {0.0, 0.0};
+    st->p2p = st->enc = st->disc = st->near = st->normal = zero;
+    st->last_discovery = st->last_encrypted = st->last_p2p = -INFINITY;
+    st->label = Py_NewRef(s_unknown_label);
+    st->reported = Py_NewRef(s_unknown_label);
+    st->memo_valid = 0;
+    st->memo_flows = 0;
+    st->memo_t = 0.0;
+    st->memo = NULL;
+    PyObject_GC_Track(st);
+    return st;
+}
+
+/* HostModel._state: the host's state, made (and the least recently seen host evicted at
+   max_hosts) when new */
+static HostStateObj *state_for(HostModelObj *m, PyObject *host, PyObject *ts_obj, double ts)
+{
+    PyObject *st = PyDict_GetItemWithError(m->hosts, host);
+    if (st != NULL) return (HostStateObj *)st;
+    if (PyErr_Occurred()) return NULL;
+    if (PyDict_GET_SIZE(m->hosts) >= m->max_hosts) {
+        /* min(self.hosts.values(), key=last_ts): the first of the smallest */
+        PyObject *k, *v, *oldest = NULL;
+        Py_ssize_t pos = 0;
+        double best = 0;
+        while (PyDict_Next(m->hosts, &pos, &k, &v)) {
+            double lt = ((HostStateObj *)v)->last;
+            if (oldest == NULL || lt < best) {
+                oldest = k;
+                best = lt;
+            }
+        }
+        if (oldest != NULL) {
+            PyObject *key = Py_NewRef(((HostStateObj *)PyDict_GetItem(m->hosts, oldest))->host);
+            int r = PyDict_DelItem(m->hosts, key);
+            Py_DECREF(key);
+            if (r < 0) return NULL;
+        }
+    }
+    HostStateObj *nst = new_state(m, host, ts_obj, ts);
+    if (nst == NULL) return NULL;
+    int r = PyDict_SetItem(m->hosts, host, (PyObject *)nst);
+    Py_DECREF(nst); /* the dict holds it */
+    return r < 0 ? NULL : nst;
+}
+
+static int get_cfg_f(PyObject *cfg, const char *name, double *out)
+{
+    PyObject *v = PyObject_GetAttrString(cfg, name);
+    if (v == NULL) return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_cfg_i(PyObject *cfg, const char *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttrString(cfg, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static void HostModel_dealloc(HostModelObj *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_XDECREF(self->hosts);
+    Py_XDECREF(self->cfg);
+    Py_XDECREF(self->sketch_type);
+    Py_XDECREF(self->union_type);
+    Py_XDECREF(self->hll4);
+    Py_XDECREF(self->score_type);
+    Py_XDECREF(self->bias_obj);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int HostModel_traverse(HostModelObj *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->hosts);
+    return 0;
+}
+
+static int HostModel_clear(HostModelObj *self)
+{
+    Py_CLEAR(self->hosts);
+    return 0;
+}
+
+/* HostModel(cfg, hll_sketch, hll_union, HLL_4, HostScore) */
+static int HostModel_init(HostModelObj *self, PyObject *args, PyObject *kw)
+{
+    PyObject *cfg, *sk, *un, *h4, *score_type;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cfg, &sk, &un, &h4, &score_type)) return -1;
+    PyObject *win = PyObject_GetAttrString(cfg, "windows");
+    if (win == NULL) return -1;
+    PyObject *seq = PySequence_Fast(win, "windows must be a sequence");
+    Py_DECREF(win);
+    if (seq == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != 3) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "three windows are needed");
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) {
+        self->windows[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (self->windows[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    if (get_cfg_f(cfg, "discovery_delta", &self->discovery_delta) < 0 || get_cfg_f(cfg, "half_life", &self->half_life) < 0 ||
+        get_cfg_f(cfg, "bias", &self->bias) < 0 || get_cfg_f(cfg, "w_p2p_flows", &self->w_p2p) < 0 ||
+        get_cfg_f(cfg, "w_encrypted_peerlike", &self->w_enc) < 0 || get_cfg_f(cfg, "w_discovery", &self->w_disc) < 0 ||
+        get_cfg_f(cfg, "w_discovery_near_encrypted", &self->w_near) < 0 ||
+        get_cfg_f(cfg, "w_peer_fanout", &self->w_fanout) < 0 || get_cfg_f(cfg, "w_normal_flows", &self->w_normal) < 0 ||
+        get_cfg_f(cfg, "t_low", &self->t_low) < 0 || get_cfg_f(cfg, "t_high", &self->t_high) < 0 ||
+        get_cfg_i(cfg, "buckets_per_window", &self->buckets_per_window) < 0 || get_cfg_i(cfg, "hll_lg_k", &self->lg_k) < 0 ||
+        get_cfg_i(cfg, "max_hosts", &self->max_hosts) < 0 || get_cfg_i(cfg, "min_flows", &self->min_flows) < 0)
+        return -1;
+    PyObject *bias = PyObject_GetAttrString(cfg, "bias");
+    if (bias == NULL) return -1;
+    Py_XSETREF(self->bias_obj, bias);
+    if (self->hosts == NULL && (self->hosts = PyDict_New()) == NULL) return -1;
+    Py_XSETREF(self->cfg, Py_NewRef(cfg));
+    Py_XSETREF(self->sketch_type, Py_NewRef(sk));
+    Py_XSETREF(self->union_type, Py_NewRef(un));
+    Py_XSETREF(self->hll4, Py_NewRef(h4));
+    Py_XSETREF(self->score_type, Py_NewRef(score_type));
+    return 0;
+}
+
+/* observe_flow(host, ts, remote_h, remote_p, protocol, p2p, peerlike) */
+static PyObject *HostModel_observe_flow(HostModelObj *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "observe_flow takes 7 arguments");
+        return NULL;
+    }
+    PyObject *host = args[0], *ts_obj = args[1], *remote_h = args[2], *remote_p = args[3], *protocol = args[4];
+    int p2p = PyObject_IsTrue(args[5]), peerlike = PyObject_IsTrue(args[6]);
+    if (p2p < 0 || peerlike < 0) return NULL;
+    double ts = PyFloat_AsDouble(ts_obj);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    HostStateObj *st = state_for(m, host, ts_obj, ts);
+    if (st == NULL) return NULL;
+    if (ts > st->last) {
+        st->last = ts;
+        Py_SETREF(st->last_ts, Py_NewRef(ts_obj));
+    }
+    st->flows++;
+    int high = PyObject_RichCompareBool(remote_p, int_1024, Py_GE);
+    if (high < 0) return NULL;
+    if (high) {
+        for (int i = 0; i < 3; i++)
+            if (window_add(m, &st->ips[i], ts, remote_h) < 0) return NULL;
+        PyObject *ps = PyObject_Str(remote_p);
+        if (ps == NULL) return NULL;
+        int r = window_add(m, &st->ports, ts, ps);
+        Py_DECREF(ps);
+        if (r < 0) return NULL;
+    }
+    double hl = m->half_life;
+    int discovery = protocol != Py_None && PyUnicode_Check(protocol) &&
+                    (PyUnicode_Compare(protocol, s_dht) == 0 || PyUnicode_Compare(protocol, s_tracker) == 0 ||
+                     PyUnicode_Compare(protocol, s_lsd) == 0);
+    if (p2p && discovery) {
+        decay_add(&st->disc, ts, 1.0, hl);
+        if (ts > st->last_discovery) st->last_discovery = ts;
+        if (ts - st->last_encrypted <= m->discovery_delta) decay_add(&st->near, ts, 1.0, hl);
+    } else if (p2p) {
+        decay_add(&st->p2p, ts, 1.0, hl);
+        if (ts > st->last_p2p) st->last_p2p = ts;
+    } else if (peerlike) {
+        decay_add(&st->enc, ts, 1.0, hl);
+        if (ts > st->last_encrypted) st->last_encrypted = ts;
+        if (ts - st->last_discovery <= m->discovery_delta) decay_add(&st->near, ts, 1.0, hl);
+    } else
+        decay_add(&st->normal, ts, 1.0, hl);
+    Py_RETURN_NONE;
+}
+
+static PyObject *host_score_obj(HostModelObj *m, PyObject *score, PyObject *p, PyObject *label, PyObject *reasons)
+{
+    PyTypeObject *t = (PyTypeObject *)m->score_type;
+    PyObject *hs = t->tp_alloc(t, 4);
+    if (hs == NULL) {
+        Py_XDECREF(score);
+        Py_XDECREF(p);
+        Py_XDECREF(reasons);
+        return NULL;
+    }
+    if (score == NULL || p == NULL || reasons == NULL) {
+        Py_XDECREF(score);
+        Py_XDECREF(p);
+        Py_XDECREF(reasons);
+        Py_DECREF(hs);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(hs, 0, score);
+    PyTuple_SET_ITEM(hs, 1, p);
+    PyTuple_SET_ITEM(hs, 2, Py_NewRef(label));
+    PyTuple_SET_ITEM(hs, 3, reasons);
+    return hs;
+}
+
+static PyObject *fmt_reason(const char *name, double x, int prec)
+{
+    char *s = PyOS_double_to_string(x, 'f', prec, 0, NULL);
+    if (s == NULL) return NULL;
+    PyObject *r = PyUnicode_FromFormat("%s=%s", name, s);
+    PyMem_Free(s);
+    return r;
+}
+
+/* score(host, ts=None, detail=False) -> HostScore */
+static PyObject *HostModel_score(HostModelObj *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"host", "ts", "detail", NULL};
+    PyObject *host, *ts_obj = Py_None;
+    int detail = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op", kwlist, &host, &ts_obj, &detail)) return NULL;
+    PyObject *sto = PyDict_GetItemWithError(m->hosts, host);
+    if (sto == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return host_score_obj(m, Py_NewRef(m->bias_obj), PyFloat_FromDouble(sigmoid(m->bias)), s_unknown_label,
+                              PyTuple_New(0));
+    }
+    HostStateObj *st = (HostStateObj *)sto;
+    double t;
+    if (ts_obj == Py_None)
+        t = st->last;
+    else {
+        t = PyFloat_AsDouble(ts_obj);
+        if (t == -1.0 && PyErr_Occurred()) return NULL;
+    }
+    if (!detail && st->memo_valid && st->memo_flows == st->flows && (st->memo_t == t || (isnan(t) && isnan(st->memo_t))))
+        return Py_NewRef(st->memo);
+    double hl = m->half_life;
+    double p2p = decay_at(&st->p2p, t, hl), enc = decay_at(&st->enc, t, hl), disc = decay_at(&st->disc, t, hl),
+           near = decay_at(&st->near, t, hl), normal = decay_at(&st->normal, t, hl);
+    double ips, ports;
+    if (window_estimate(m, &st->ips[1], t, &ips) < 0 || window_estimate(m, &st->ports, t, &ports) < 0) return NULL;
+    double fanout = ports < ips ? ports : ips; /* min(ips, ports) */
+    double s = m->bias + m->w_p2p * log1p(p2p) + m->w_enc * log1p(enc) + m->w_disc * log1p(disc) +
+               m->w_near * log1p(near) + m->w_fanout * log1p(fanout) + m->w_normal * normal;
+    double p = sigmoid(s);
+    PyObject *reasons;
+    if (!detail)
+        reasons = PyTuple_New(0);
+    else {
+        double ips10, ips30;
+        if (window_estimate(m, &st->ips[0], t, &ips10) < 0 || window_estimate(m, &st->ips[2], t, &ips30) < 0)
+            return NULL;
+        reasons = PyTuple_New(9);
+        if (reasons == NULL) return NULL;
+        PyObject *items[9] = {fmt_reason("p2p_flows", p2p, 1), fmt_reason("encrypted_peerlike", enc, 1),
+                              fmt_reason("discovery", disc, 1), fmt_reason("discovery_near_encrypted", near, 1),
+                              fmt_reason("remote_ips_2m", ips, 0), fmt_reason("remote_ports_2m", ports, 0),
+                              fmt_reason("remote_ips_10s", ips10, 0), fmt_reason("remote_ips_30m", ips30, 0),
+                              PyUnicode_FromFormat("flows=%lld", st->flows)};
+        for (int i = 0; i < 9; i++) {
+            if (items[i] == NULL) {
+                for (int j = i; j < 9; j++) Py_XDECREF(items[j]);
+                Py_DECREF(reasons);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(reasons, i, items[i]);
+        }
+    }
+    PyObject *label;
+    if (p >= m->t_high)
+        label = s_p2p_host;
+    else if (p <= m->t_low && st->flows >= m->min_flows)
+        label = s_normal_host;
+    else
+        label = s_unknown_label;
+    /* hysteresis: once P2P, a host stays P2P until its evidence decays below t_low */
+    if (st->label == s_p2p_host && label == s_unknown_label) label = s_p2p_host;
+    Py_SETREF(st->label, Py_NewRef(label));
+    PyObject *hs = host_score_obj(m, PyFloat_FromDouble(s), PyFloat_FromDouble(p), label, reasons);
+    if (hs == NULL) return NULL;
+    st->memo_valid = 1;
+    st->memo_flows = st->flows;
+    st->memo_t = t;
+    Py_XSETREF(st->memo, Py_NewRef(hs));
+    return hs;
+}
+
+/* p2p_activity_near(host, ts) -> "discovery" | "p2p_flow" | None */
+static PyObject *HostModel_p2p_activity_near(HostModelObj *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "p2p_activity_near takes 2 arguments");
+        return NULL;
+    }
+    PyObject *sto = PyDict_GetItemWithError(m->hosts, args[0]);
+    if (sto == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    HostStateObj *st = (HostStateObj *)sto;
+    double ts = PyFloat_AsDouble(args[1]);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    double d = m->discovery_delta;
+    if (fabs(ts - st->last_discovery) <= d) return Py_NewRef(s_discovery);
+    if (fabs(ts - st->last_p2p) <= d) return Py_NewRef(s_p2p_flow);
+    Py_RETURN_NONE;
+}
+
+static PyObject *HostModel_get_hosts(HostModelObj *m, void *c) { return Py_NewRef(m->hosts); }
+static PyObject *HostModel_get_cfg(HostModelObj *m, void *c) { return Py_NewRef(m->cfg); }
+
+static PyMethodDef HostModel_methods[] = {
+    {"observe_flow", (PyCFunction)(void (*)(void))HostModel_observe_flow, METH_FASTCALL,
+     "observe_flow(host, ts, remote_h, remote_p, protocol, p2p, peerlike)"},
+    {"score", (PyCFunction)(void (*)(void))HostModel_score, METH_VARARGS | METH_KEYWORDS,
+     "score(host, ts=None, detail=False) -> HostScore"},
+    {"p2p_activity_near", (PyCFunction)(void (*)(void))HostModel_p2p_activity_near, METH_FASTCALL,
+     "p2p_activity_near(host, ts) -> 'discovery' | 'p2p_flow' | None"},
+    {NULL}};
+
+static PyGetSetDef HostModel_getset[] = {
+    {"hosts", (getter)HostModel_get_hosts, NULL, "host -> HostState", NULL},
+    {"cfg", (getter)HostModel_get_cfg, NULL, "the HostConfig", NULL},
+    {NULL}};
+
+static PyTypeObject HostModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "msewatch._decide.HostModel",
+    .tp_basicsize = sizeof(HostModelObj),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HostModel_init,
+    .tp_dealloc = (destructor)HostModel_dealloc,
+    .tp_traverse = (traverseproc)HostModel_traverse,
+    .tp_clear = (inquiry)HostModel_clear,
+    .tp_methods = HostModel_methods,
+    .tp_getset = HostModel_getset,
+    .tp_doc = "HostModel(cfg, hll_sketch, hll_union, HLL_4, HostScore): score/host.py's HostModel in C",
+};
+
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "msewatch._decide",
                                        "Deciding one flow in C (see score/flow.py decide_flow).", -1, NULL};
 
@@ -2359,6 +3055,7 @@ static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
 
 PyMODINIT_FUNC PyInit__decide(void)
 {
+    init_tables();
     for (int i = 0; i < N_FEATURES; i++)
         if ((feature_str[i] = intern(FEATURE_NAMES[i])) == NULL) return NULL;
     for (int i = 0; i < N_FAMILIES; i++)
@@ -2374,9 +3071,21 @@ PyMODINIT_FUNC PyInit__decide(void)
     S(s_handshake, "handshake"); S(s_complete, "complete"); S(s_ts, "ts"); S(s_duration, "duration");
     S(s_tcp, "tcp"); S(s_udp, "udp");
 #undef S
-    if (PyType_Ready(&DeciderType) < 0) return NULL;
+    if (PyType_Ready(&DeciderType) < 0 || PyType_Ready(&HostStateType) < 0 || PyType_Ready(&HostModelType) < 0)
+        return NULL;
+#define S2(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    S2(s_update, "update"); S2(s_get_estimate, "get_estimate"); S2(s_dht, "dht"); S2(s_tracker, "tracker");
+    S2(s_lsd, "lsd"); S2(s_p2p_host, "p2p_host"); S2(s_normal_host, "normal_host"); S2(s_unknown_label, "unknown");
+    S2(s_discovery, "discovery"); S2(s_p2p_flow, "p2p_flow");
+    if ((int_1024 = PyLong_FromLong(1024)) == NULL) return NULL;
+#undef S2
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
+    Py_INCREF(&HostModelType);
+    Py_INCREF(&HostStateType);
+    if (PyModule_AddObject(m, "HostModel", (PyObject *)&HostModelType) < 0 ||
+        PyModule_AddObject(m, "HostState", (PyObject *)&HostStateType) < 0)
+        return NULL;
     Py_INCREF(&DeciderType);
     if (PyModule_AddObject(m, "Decider", (PyObject *)&DeciderType) < 0) {
         Py_DECREF(&DeciderType);

@@ -30,7 +30,7 @@ from .evidence import FlowEvidence
 from .metrics import Metrics, MetricsServer
 from .sinks.zeek_ws import AnsweredCache, VerdictQueue, VerdictSender
 from .sources.zeek_ws import EvidenceReader, open_session
-from .wire.events import encode_verdict, verdict_key
+from .wire.events import encode_verdict_bytes, verdict_key
 from .wire.v1 import UTC, Codec
 
 log = logging.getLogger("msewatch.bridge")
@@ -102,7 +102,7 @@ class Bridge:
             else:
                 metrics.count_verdict("host", v.label, None)
             try:
-                message = encode_verdict(v, topic, self.codec)
+                message = encode_verdict_bytes(v, topic, self.codec)
             except Exception as e:  # e.g. decided in year 10000: Zeek's timestamps cannot hold it
                 metrics.verdicts_unencodable_total += 1
                 log.error("cannot encode the verdict for %s (%s: %s); dropped", verdict_key(v), type(e).__name__, e)
@@ -214,7 +214,7 @@ class Bridge:
     async def _session(self, url: str, topics: list[str]) -> None:
         """One connection: returns when the server closed it or after a stop+flush."""
         assert self._stop is not None
-        ws, ack = await open_session(url, self.cfg, topics, self.codec)
+        ws, ack, early = await open_session(url, self.cfg, topics, self.codec)
         self.ack = ack
         self._acked = True
         self._failed_streak.pop(url, None)
@@ -233,8 +233,10 @@ class Bridge:
             tasks.add(sender)
             reader = None
             if topics:
-                reader = asyncio.create_task(self.reader.run(ws), name="evidence-reader")
+                reader = asyncio.create_task(self.reader.run(ws, early), name="evidence-reader")
                 tasks.add(reader)
+            else:  # publish only (the flush after a stop): nothing to read
+                ws.on_message = _ignore
             stopper = asyncio.create_task(self._stop.wait(), name="stop")
             tasks.add(stopper)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -264,6 +266,10 @@ class Bridge:
                 await asyncio.wait_for(ws.close(), budget)
             except Exception:
                 ws.transport.abort()
+
+
+def _ignore(data: bytes) -> None:
+    """Messages on a publish-only connection: not subscribed to anything, nothing to do."""
 
 
 def explain_connect_error(url: str, err: BaseException, evidence_topic: str = "zeek/msewatch/evidence") -> str:

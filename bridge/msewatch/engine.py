@@ -108,7 +108,10 @@ class Engine:
         self._sweep_every = ft.sweep_interval
         self._next_sweep = 0.0
         self.flows: OrderedDict[tuple, _Flow] = OrderedDict()
-        self.hosts = HostModel(self.cfg.host)
+        from . import fastdecide
+
+        # the compiled host model when built (same numbers, msewatch/_decide.c), else Python's
+        self.hosts = fastdecide.host_model(self.cfg.host) or HostModel(self.cfg.host)
         self._local_nets = [ipaddress.ip_network(n) for n in self.cfg.host.local_nets]
         self._local_cache: dict[str, bool] = {}
         self._peer_cache: OrderedDict[tuple, float] = OrderedDict()
@@ -116,8 +119,6 @@ class Engine:
         self.pending: list[FlowVerdict | HostVerdict] = []
         self.stats = EngineStats()
         self.now = 0.0
-        from . import fastdecide
-
         # the compiled decider (msewatch/_decide.c) when built, else None: decide_flow decides
         self._decide_c = fastdecide.decider(self.params, self.cfg.scoring, self.cfg.budget)
 

@@ -52,3 +52,18 @@ def decider(params, scoring, budget) -> Callable | None:
         return mod.Decider(params, scoring, weights, _to_lsd_group, budget, FlowVerdict).decide
     except (ValueError, TypeError):
         return None  # parameters the C code does not take (docs/performance.md): the reference decides
+
+
+def host_model(cfg):
+    """The compiled host model (score/host.py's HostModel in C, same library, same numbers)
+    for this HostConfig, or None (then the Python one)."""
+    if not available():
+        return None
+    from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+    from .score.host import HostScore
+
+    try:
+        return compiled.module("_decide").HostModel(cfg, hll_sketch, hll_union, tgt_hll_type.HLL_4, HostScore)
+    except (ValueError, TypeError):
+        return None

@@ -9,10 +9,16 @@ so a host that stopped sharing an hour ago drifts back towards normal.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from datasketches import hll_sketch, hll_union, tgt_hll_type
+# datasketches loads numpy, whose OpenBLAS starts a thread per core that spins at start-up
+# (40 ms of CPU per process measured, and busy threads in the profile of a running bridge);
+# msewatch never multiplies a matrix. A value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from datasketches import hll_sketch, hll_union, tgt_hll_type  # noqa: E402
 
 from ..config import HostConfig
 from ..verdict import NORMAL_HOST, P2P_HOST, UNKNOWN

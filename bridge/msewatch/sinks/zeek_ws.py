@@ -1,11 +1,13 @@
 """Verdicts back to Zeek over the WebSocket API, without losing them on a reconnect.
 
-Verdicts wait in a bounded queue of encoded data-messages. The sender writes a batch
-from the head of the queue *without removing it*, then sends a WebSocket ping: the pong
-arrives only after the server has read every frame before it, and only then is the batch
-removed. A connection lost mid-batch leaves the batch in the queue, to be sent again on
-the next connection: delivery is at-least-once (Zeek may see a verdict twice, never zero
-times), in order.
+Verdicts wait in a bounded queue of encoded data-messages. The sender writes everything
+queued and not yet written on this connection, in one write, *without removing it*, then
+sends a WebSocket ping: the pong arrives only after the server has read every frame before
+it, and only then are those entries removed. It does not wait for the pong before writing
+the next batch (a pong may take a round trip; verdicts should not): pongs are awaited in
+order by a second task. A connection lost mid-batch leaves every unconfirmed entry in the
+queue, to be sent again on the next connection: delivery is at-least-once (Zeek may see a
+verdict twice, never zero times), in order.
 
 When the queue is full the *new* verdict is dropped, counted in
 `verdicts_dropped_total` and logged at ERROR (rate-limited).
@@ -32,12 +34,15 @@ log = logging.getLogger("msewatch.sinks.zeek_ws")
 
 class VerdictQueue:
     """Bounded FIFO of (key, encoded message). Only the sender removes entries, and only
-    after they were confirmed sent."""
+    after they were confirmed sent. `written` counts the entries at the head already written
+    on the current connection (unconfirmed); `rewind()` makes them due again."""
 
     def __init__(self, maxsize: int, metrics: Metrics) -> None:
         self.maxsize = maxsize
         self.metrics = metrics
-        self._items: collections.deque[tuple[str, str]] = collections.deque()
+        self._items: collections.deque[tuple[str, str | bytes]] = collections.deque()
+        self.written = 0
+        self._unwritten = asyncio.Event()
         self._nonempty = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -47,7 +52,7 @@ class VerdictQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, key: str, message: str) -> bool:
+    def put(self, key: str, message: str | bytes) -> bool:
         """Queue one encoded verdict; False (and counted, logged) if the queue is full."""
         if len(self._items) >= self.maxsize:
             self.metrics.verdicts_dropped_total += 1
@@ -67,19 +72,40 @@ class VerdictQueue:
             return False
         self._items.append((key, message))
         self.metrics.queue_depth = len(self._items)
-        self._nonempty.set()
-        self._empty.clear()
+        if not self._nonempty.is_set():
+            self._nonempty.set()
+            self._empty.clear()
+        if not self._unwritten.is_set():
+            self._unwritten.set()
         return True
 
-    def peek(self, n: int) -> list[tuple[str, str]]:
+    def peek(self, n: int) -> list[tuple[str, str | bytes]]:
         """Up to n entries from the head, left in the queue."""
         items = self._items
         return [items[i] for i in range(min(n, len(items)))]
+
+    def take_unwritten(self, n: int) -> list[str | bytes]:
+        """The messages of up to n entries after the written ones; they count as written."""
+        items = self._items
+        start = self.written
+        end = min(start + n, len(items))
+        out = [items[i][1] for i in range(start, end)]
+        self.written = end
+        if end == len(items):
+            self._unwritten.clear()
+        return out
+
+    def rewind(self) -> None:
+        """A new connection: every entry is due again (unconfirmed ones are sent twice)."""
+        self.written = 0
+        if self._items:
+            self._unwritten.set()
 
     def confirm(self, n: int) -> None:
         """Remove the first n entries (they were sent)."""
         for _ in range(n):
             self._items.popleft()
+        self.written = max(0, self.written - n)
         self.metrics.queue_depth = len(self._items)
         if not self._items:
             self._nonempty.clear()
@@ -87,6 +113,9 @@ class VerdictQueue:
 
     async def wait_nonempty(self) -> None:
         await self._nonempty.wait()
+
+    async def wait_unwritten(self) -> None:
+        await self._unwritten.wait()
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
@@ -103,16 +132,52 @@ class VerdictSender:
 
     async def run(self, ws: Any) -> None:
         """Send until the connection fails (the exception propagates) or the task is
-        cancelled. Unconfirmed entries stay queued."""
+        cancelled. Unconfirmed entries stay queued and are sent again on the next connection."""
+        queue = self.queue
+        queue.rewind()
+        pending: collections.deque[tuple[Any, int]] = collections.deque()
+        sent = asyncio.Event()
+        confirmer = asyncio.create_task(self._confirm(pending, sent), name="verdict-confirmer")
+        protocol = getattr(ws, "protocol", None)
+        try:
+            while True:
+                if not queue._unwritten.is_set():
+                    waiter = asyncio.create_task(queue.wait_unwritten())
+                    done, _ = await asyncio.wait({waiter, confirmer}, return_when=asyncio.FIRST_COMPLETED)
+                    if confirmer in done:
+                        waiter.cancel()
+                        confirmer.result()  # raises what ended it
+                        return
+                batch = queue.take_unwritten(self.batch)
+                if not batch:
+                    continue
+                if protocol is not None and hasattr(ws, "send_context"):
+                    # websockets' protocol frames them; the connection writes them in one go
+                    async with ws.send_context():
+                        for message in batch:
+                            if type(message) is str:
+                                message = message.encode()
+                            protocol.send_text(message)
+                else:
+                    for message in batch:
+                        await ws.send(message)
+                pending.append((await ws.ping(), len(batch)))
+                sent.set()
+        finally:
+            confirmer.cancel()
+            await asyncio.gather(confirmer, return_exceptions=True)
+
+    async def _confirm(self, pending: collections.deque, sent: asyncio.Event) -> None:
+        """Pongs in order: each confirms the entries written before its ping."""
         while True:
-            await self.queue.wait_nonempty()
-            batch = self.queue.peek(self.batch)
-            for _key, message in batch:
-                await ws.send(message)
-            pong = await ws.ping()
+            while not pending:
+                sent.clear()
+                await sent.wait()
+            pong, n = pending[0]
             await asyncio.wait_for(pong, self.confirm_timeout)
-            self.queue.confirm(len(batch))
-            self.metrics.verdicts_sent_total += len(batch)
+            pending.popleft()
+            self.queue.confirm(n)
+            self.metrics.verdicts_sent_total += n
 
 
 class AnsweredCache:
@@ -120,7 +185,7 @@ class AnsweredCache:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._items: collections.OrderedDict[str, tuple[tuple[str, str], ...]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, tuple[tuple[str, str | bytes], ...]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)

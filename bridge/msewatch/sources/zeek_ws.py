@@ -4,6 +4,14 @@ Connecting: open the WebSocket with an `X-Application-Name` header (Zeek logs it
 cluster.log), send the subscription (a JSON array of topic prefixes), wait for the ack
 `{"type":"ack","endpoint":..,"version":..}`. Then every text message is a data-message or
 an error; `EvidenceReader` turns MSEWatch::flow_evidence events into FlowEvidence.
+
+The connection is websockets' own asyncio connection (handshake, TLS, keepalive pings,
+closing handshake, flow control), with one change in `BridgeConnection`: a data message is
+handed to a callback right where the library's sans-I/O protocol yields its frame, in the
+`data_received` call that read it, instead of going through a queue, a future and an `await
+recv()` per message. All the messages of one read are handled in one go, and the verdicts
+they queue go out in one write (sinks/zeek_ws.py). Per message that saves most of the
+library's per-message coroutine overhead (docs/performance.md, "The bridge").
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Opcode
 
 from ..config_zeek import TLSConfig, ZeekConfig
 from ..evidence import FlowEvidence
@@ -61,19 +71,80 @@ def connect_kwargs(url: str, cfg: ZeekConfig) -> dict[str, Any]:
     return kw
 
 
-async def open_session(url: str, cfg: ZeekConfig, topics: list[str], codec: Codec) -> tuple[ClientConnection, Ack]:
-    """Connect, subscribe to `topics` ([] = publish only) and wait for the ack."""
-    ws = await connect(url, **connect_kwargs(url, cfg))
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+
+
+class BridgeConnection(ClientConnection):
+    """websockets' client connection, with data messages handed to `on_message(bytes)` as
+    the protocol parses them (fragments joined) instead of queued for `recv()`, and the
+    frames of one flush written to the socket in one call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_message: Callable[[bytes], None] | None = None
+        self._fragments: list[bytes] | None = None
+
+    def process_event(self, event: Any) -> None:
+        handler = self.on_message
+        if handler is None:  # the opening handshake (a Response event), or no reader
+            super().process_event(event)
+            return
+        opcode = event.opcode
+        if not (opcode is _TEXT or opcode is _BINARY or opcode is _CONT):
+            super().process_event(event)
+            return
+        if event.fin and self._fragments is None:
+            handler(event.data)  # the common case: one frame, one message
+            return
+        if self._fragments is None:
+            self._fragments = []
+        self._fragments.append(bytes(event.data))
+        if event.fin:  # the protocol checked the sequence and the size
+            data, self._fragments = b"".join(self._fragments), None
+            handler(data)
+
+    def send_data(self) -> None:
+        writes = self.protocol.data_to_send()
+        if len(writes) > 1 and all(writes):  # frames only (b"" is the end of the stream)
+            self.transport.write(b"".join(writes))  # one write, not one per frame
+            return
+        self.protocol.writes[:0] = writes  # the library's own handling of the rest
+        super().send_data()
+
+
+async def open_session(
+    url: str, cfg: ZeekConfig, topics: list[str], codec: Codec
+) -> tuple[BridgeConnection, Ack, list[bytes]]:
+    """Connect, subscribe to `topics` ([] = publish only) and wait for the ack. Returns the
+    connection, the ack and the messages that arrived after the ack (the reader takes them
+    before any other)."""
+    ws = await connect(url, create_connection=BridgeConnection, **connect_kwargs(url, cfg))
+    first: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    early: list[bytes] = []
+
+    def until_ack(data: bytes) -> None:
+        if not first.done():
+            first.set_result(bytes(data))
+        else:
+            early.append(bytes(data))
+
+    ws.on_message = until_ack
     try:
         await ws.send(encode_subscription(topics))
-        raw = await asyncio.wait_for(ws.recv(), cfg.ack_timeout)
+        try:
+            raw = await asyncio.wait_for(asyncio.shield(first), cfg.ack_timeout)
+        except TimeoutError:
+            if ws.protocol.close_exc is not None and ws.state.name == "CLOSED":
+                raise ws.protocol.close_exc from None
+            raise
         msg = codec.decode_message(raw)
         if isinstance(msg, ErrorMessage):
             raise ConnectionError(f"{url} refused the subscription: {msg.code}: {msg.context}")
         if not isinstance(msg, Ack):
             raise ConnectionError(f"{url} sent {type(msg).__name__} instead of an ack")
-        return ws, msg
+        return ws, msg, early
     except BaseException:
+        ws.on_message = None
         await ws.close()
         raise
 
@@ -124,11 +195,29 @@ class EvidenceReader:
             self.metrics.count_decode_error("unexpected")
             self._warn("unexpected %s after the handshake; skipped", type(msg).__name__)
 
-    async def run(self, ws: ClientConnection) -> None:
-        """Returns when the server closes the connection (e.g. 1001 "Terminating")."""
-        observe = self.metrics.observe_latency
-        clock = time.perf_counter
-        async for raw in ws:
-            t0 = clock()
+    def handle_timed(self, raw: bytes) -> None:
+        """handle(), with the time it took in the latency histogram."""
+        t0 = self._clock()
+        try:
             self.handle(raw)
-            observe(clock() - t0)
+        except Exception:  # a bug must not take the connection down with every message after it
+            self.metrics.engine_errors_total += 1
+            log.exception("handling a message failed; skipped")
+        self._observe(self._clock() - t0)
+
+    async def run(self, ws: BridgeConnection, early: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        """Handle every message of the connection as it arrives (in BridgeConnection's
+        data_received, see the module docstring); returns when the server closes the
+        connection cleanly (e.g. 1001 "Terminating"), raises when it is lost."""
+        self._clock = time.perf_counter
+        self._observe = self.metrics.observe_latency
+        for raw in early:
+            self.handle_timed(raw)
+        ws.on_message = self.handle_timed
+        try:
+            await ws.wait_closed()
+        finally:
+            ws.on_message = None
+        exc = ws.protocol.close_exc
+        if not isinstance(exc, ConnectionClosedOK):
+            raise exc
