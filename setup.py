@@ -5,10 +5,11 @@
    (zkg.meta: script_dir) and suricata-update use them there. A wheel carries only the
    package, so `build_py` copies them into msewatch/share/ of the build tree; the sdist
    carries them through MANIFEST.in. One source of truth, nothing committed twice.
-2. The compiled packet path (speedoff): the optional C extension msewatch._fastpath. Without
-   a C compiler or the Python headers the build prints one line and installs the pure-Python
-   package, which works the same, only slower (msewatch.fastpath.status() says which path
-   `msewatch analyze` uses).
+2. The compiled paths, optional C extensions: msewatch._fastpath (the offline packet path),
+   msewatch._decide (deciding a flow and the host model) and msewatch._wire (the bridge's
+   flow_evidence decoder and verdict encoder). Without a C compiler or the Python headers the
+   build prints one line and installs the pure-Python package, which works the same, only
+   slower (msewatch.fastpath.status() and msewatch.compiled.status() say which path runs).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class BuildPyWithAssets(build_py):
         return outputs
 
 
-# --- 2. the compiled packet path ------------------------------------------------------------------
+# --- 2. the compiled paths ------------------------------------------------------------------
 
 FASTPATH_SOURCE = os.path.join("bridge", "msewatch", "_fastpath.c")
 DECIDE_SOURCE = os.path.join("bridge", "msewatch", "_decide.c")
@@ -86,11 +87,16 @@ class OptionalBuildExt(build_ext):
         except Exception as e:  # compiler or Python.h missing, compile error
             self._skip(e)
 
-    @staticmethod
-    def _skip(e: Exception) -> None:
+    _said = False
+
+    @classmethod
+    def _skip(cls, e: Exception) -> None:
+        if cls._said:  # one line for all extensions: they fail for the same reason
+            return
+        cls._said = True
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        print(f"msewatch: C packet path not built ({why}); installing the pure-Python path"
-              " (install gcc and python3-dev for the fast one)", file=sys.stderr)
+        print(f"msewatch: C packet path not built ({why}); installing the pure-Python path for packets,"
+              " deciding and the bridge codec (install gcc and python3-dev for the fast one)", file=sys.stderr)
 
 
 def _source_crc(source: str = FASTPATH_SOURCE) -> str:

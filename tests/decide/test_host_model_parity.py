@@ -26,6 +26,9 @@ def _same_state(a, b):
         sa, sb = a.hosts[h], b.hosts[h]
         assert (sa.last_ts, sa.flows, sa.label, sa.reported) == (sb.last_ts, sb.flows, sb.label, sb.reported), h
         assert type(sa.last_ts) is type(sb.last_ts)
+        for name in ("p2p_flows", "enc_flows", "discovery", "near", "normal_flows"):
+            assert (getattr(sa, name).value, getattr(sa, name).ts) == (getattr(sb, name).value, getattr(sb, name).ts)
+        assert (sa.last_discovery, sa.last_encrypted, sa.last_p2p) == (sb.last_discovery, sb.last_encrypted, sb.last_p2p)
 
 
 @pytest.mark.parametrize("cfg", [

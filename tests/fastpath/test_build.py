@@ -41,12 +41,14 @@ def wheel(source: Path, out: Path, **env) -> tuple[subprocess.CompletedProcess, 
 
 def test_pip_wheel_builds_the_compiled_packet_path(source, tmp_path):
     _, names = wheel(source, tmp_path / "with")
-    assert any(n.startswith("msewatch/_fastpath") and n.endswith(".so") for n in names)
+    for ext in ("_fastpath", "_decide", "_wire"):  # packet path, deciding, the bridge's codec
+        assert any(n.startswith(f"msewatch/{ext}") and n.endswith(".so") for n in names), ext
     assert "msewatch/fastpath.py" in names and "msewatch/data/default.yaml" in names
 
 
 def test_without_a_compiler_the_wheel_is_pure_python_and_one_line_says_so(source, tmp_path):
     p, names = wheel(source, tmp_path / "without", CC="/nonexistent/cc")
     assert not any(n.endswith(".so") for n in names) and "msewatch/fastpath.py" in names
+    assert "msewatch/fastdecide.py" in names and "msewatch/compiled.py" in names
     said = [line for line in (p.stdout + p.stderr).splitlines() if "msewatch: C packet path not built" in line]
     assert len(said) == 1 and "pure-Python" in said[0]

@@ -435,9 +435,10 @@ def fast_evidence(msg: Any, codec: Codec = DEFAULT) -> FlowEvidence | None:
         return None
 
 
-# Larger messages are read only when they are a well-formed MSEWatch::flow_evidence (by the
-# compiled decoder, whose work the budget bounds); anything else that large is rejected
-# unread: the generic codec would take seconds of CPU for a 16 MiB frame (docs/zeek.md).
+# With the compiled decoder, larger messages are read only when they are a well-formed
+# MSEWatch::flow_evidence (its work is bounded by the budget); anything else that large is
+# rejected unread: the generic codec would take seconds of CPU for a 16 MiB frame. The
+# pure-Python bridge reads them all, slowly (docs/zeek.md).
 MAX_GENERIC_MESSAGE = 1 << 20
 
 
@@ -475,9 +476,9 @@ def decode_evidence_message(raw: str | bytes, codec: Codec = DEFAULT) -> FlowEvi
         ev = fast[0].decode(raw)
         if ev is not None:
             return ev
-    if len(raw) > MAX_GENERIC_MESSAGE:
-        raise WireError("message", f"{len(raw)} bytes and not a well-formed {FLOW_EVIDENCE}: larger messages than"
-                                   f" {MAX_GENERIC_MESSAGE} bytes are read only in that form")
+        if len(raw) > MAX_GENERIC_MESSAGE:
+            raise WireError("message", f"{len(raw)} bytes and not a well-formed {FLOW_EVIDENCE}: larger messages"
+                                       f" than {MAX_GENERIC_MESSAGE} bytes are read only in that form")
     obj = loads(raw)
     ev = fast_evidence(obj, codec)
     if ev is not None:
