@@ -1791,10 +1791,43 @@ typedef struct {
     int64_t max_packets, max_bursts, budget_head_bytes, udp_heads;
     Store *st;
     Ev *ev;
+    /* Decider.bind(engine, ...): the engine state Decider.process reads and updates */
+    PyObject *eng, *local_cache, *hosts, *peer_cache, *local_host, *remember_peer, *host_verdict, *stats, *host_bias;
+    double family_threshold, peer_ttl;
 } Decider;
+
+static int Decider_traverse(Decider *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->eng);
+    Py_VISIT(self->local_cache);
+    Py_VISIT(self->hosts);
+    Py_VISIT(self->peer_cache);
+    Py_VISIT(self->local_host);
+    Py_VISIT(self->remember_peer);
+    Py_VISIT(self->host_verdict);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->lsd_group);
+    return 0;
+}
+
+static int Decider_clear(Decider *self)
+{
+    Py_CLEAR(self->eng);
+    Py_CLEAR(self->local_cache);
+    Py_CLEAR(self->hosts);
+    Py_CLEAR(self->peer_cache);
+    Py_CLEAR(self->local_host);
+    Py_CLEAR(self->remember_peer);
+    Py_CLEAR(self->host_verdict);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->host_bias);
+    return 0;
+}
 
 static void Decider_dealloc(Decider *self)
 {
+    PyObject_GC_UnTrack(self);
+    Decider_clear(self);
     Py_XDECREF(self->lsd_group);
     Py_XDECREF(self->verdict_type);
     for (int i = 0; i < N_VFIELDS; i++) Py_XDECREF(self->vfield[i]);
@@ -2226,24 +2259,16 @@ static PyObject *verdict_protocol(int label, int protocol, int other)
    peerlike, detector_runs), or None: evidence beyond the budget (cut it, then ask again) or
    one the reference decider takes. s_host is the host's score (or the bias), hs whether the
    host had a score (then the reasons end with host_score=...). */
-static PyObject *Decider_decide(Decider *self, PyObject *args)
+/* deciding an evidence read into self->ev (and within the budget): the result tuple, None
+   when a scratch buffer would overflow (the reference decides), NULL on an error */
+static PyObject *decide_core(Decider *self, PyObject *s_host_obj, int hs_present, int host_family, int peer_hit,
+                             PyObject *near)
 {
-    PyObject *e, *near, *s_host_obj;
-    int hs_present, host_family, peer_hit;
-    if (!PyArg_ParseTuple(args, "OO!pppO", &e, &PyFloat_Type, &s_host_obj, &hs_present, &host_family, &peer_hit, &near))
-        return NULL;
     double s_host = PyFloat_AS_DOUBLE(s_host_obj);
-    PyObject *refs[32];
-    int nrefs = 0;
     Ev *ev = self->ev;
     Store *st = self->st;
     const Params *P = &self->P;
     PyObject *result = NULL;
-    int r = read_ev(e, ev, refs, &nrefs);
-    if (r <= 0 || !fits_budget(self, ev)) {
-        if (r >= 0) result = Py_NewRef(Py_None);
-        goto done;
-    }
     st->len = st->n = st->nobs = st->overflow = 0;
     hs_reset(); /* the heads' bytes live as long as this call's evidence */
     Ctx c = {P, st, self->lsd_group, 0};
@@ -2418,11 +2443,36 @@ fail:
     PyMem_Free(pre);
     if (!PyErr_Occurred()) result = Py_NewRef(Py_None); /* a scratch buffer would overflow: the reference decides */
 done:
+    return result;
+}
+
+static PyObject *Decider_decide(Decider *self, PyObject *args)
+{
+    PyObject *e, *near, *s_host_obj;
+    int hs_present, host_family, peer_hit;
+    if (!PyArg_ParseTuple(args, "OO!pppO", &e, &PyFloat_Type, &s_host_obj, &hs_present, &host_family, &peer_hit, &near))
+        return NULL;
+    PyObject *refs[32];
+    int nrefs = 0;
+    PyObject *result = NULL;
+    int r = read_ev(e, self->ev, refs, &nrefs);
+    if (r <= 0 || !fits_budget(self, self->ev)) {
+        if (r >= 0) result = Py_NewRef(Py_None);
+    } else
+        result = decide_core(self, s_host_obj, hs_present, host_family, peer_hit, near);
     for (int i = 0; i < nrefs; i++) Py_DECREF(refs[i]);
     return result;
 }
 
+static PyObject *Decider_bind(Decider *self, PyObject *args);
+static PyObject *Decider_process(Decider *self, PyObject *e);
+
 static PyMethodDef Decider_methods[] = {
+    {"bind", (PyCFunction)Decider_bind, METH_VARARGS,
+     "bind(engine, local_cache, hosts, peer_cache, local_host, remember_peer, host_verdict, stats, host_bias,"
+     " family_threshold, peer_cache_ttl): the engine state `process` works on"},
+    {"process", (PyCFunction)Decider_process, METH_O,
+     "process(evidence) -> Engine.process_evidence's verdicts, or None when the evidence is for the Python path"},
     {"decide", (PyCFunction)Decider_decide, METH_VARARGS,
      "decide(evidence, s_host, host_has_score, host_family, peer_hit, near) -> (FlowVerdict, protocol, confirmed,"
      " peerlike, detector_runs), or None: evidence beyond the budget (cut it and ask again) or for the reference"},
@@ -2431,7 +2481,9 @@ static PyMethodDef Decider_methods[] = {
 static PyTypeObject DeciderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "msewatch._decide.Decider",
     .tp_basicsize = sizeof(Decider),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Decider_traverse,
+    .tp_clear = (inquiry)Decider_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Decider_init,
     .tp_dealloc = (destructor)Decider_dealloc,
@@ -2444,7 +2496,7 @@ static PyTypeObject DeciderType = {
    called through its Python objects) and the same float arithmetic in the same order, so
    scores, labels and reasons are those of the Python model (tests/decide compare them). */
 
-static PyObject *int_1024;
+static PyObject *int_1024, *int_1;
 static PyObject *s_update, *s_get_estimate, *s_dht, *s_tracker, *s_lsd, *s_p2p_host, *s_normal_host,
     *s_unknown_label, *s_discovery, *s_p2p_flow;
 
@@ -2870,6 +2922,9 @@ static int HostModel_init(HostModelObj *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
+static int hm_observe(HostModelObj *m, PyObject *host, PyObject *ts_obj, PyObject *remote_h, PyObject *remote_p,
+                      PyObject *protocol, int p2p, int peerlike);
+
 /* observe_flow(host, ts, remote_h, remote_p, protocol, p2p, peerlike) */
 static PyObject *HostModel_observe_flow(HostModelObj *m, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2877,28 +2932,34 @@ static PyObject *HostModel_observe_flow(HostModelObj *m, PyObject *const *args, 
         PyErr_SetString(PyExc_TypeError, "observe_flow takes 7 arguments");
         return NULL;
     }
-    PyObject *host = args[0], *ts_obj = args[1], *remote_h = args[2], *remote_p = args[3], *protocol = args[4];
     int p2p = PyObject_IsTrue(args[5]), peerlike = PyObject_IsTrue(args[6]);
     if (p2p < 0 || peerlike < 0) return NULL;
+    if (hm_observe(m, args[0], args[1], args[2], args[3], args[4], p2p, peerlike) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int hm_observe(HostModelObj *m, PyObject *host, PyObject *ts_obj, PyObject *remote_h, PyObject *remote_p,
+                      PyObject *protocol, int p2p, int peerlike)
+{
     double ts = PyFloat_AsDouble(ts_obj);
-    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    if (ts == -1.0 && PyErr_Occurred()) return -1;
     HostStateObj *st = state_for(m, host, ts_obj, ts);
-    if (st == NULL) return NULL;
+    if (st == NULL) return -1;
     if (ts > st->last) {
         st->last = ts;
         Py_SETREF(st->last_ts, Py_NewRef(ts_obj));
     }
     st->flows++;
     int high = PyObject_RichCompareBool(remote_p, int_1024, Py_GE);
-    if (high < 0) return NULL;
+    if (high < 0) return -1;
     if (high) {
         for (int i = 0; i < 3; i++)
-            if (window_add(m, &st->ips[i], ts, remote_h) < 0) return NULL;
+            if (window_add(m, &st->ips[i], ts, remote_h) < 0) return -1;
         PyObject *ps = PyObject_Str(remote_p);
-        if (ps == NULL) return NULL;
+        if (ps == NULL) return -1;
         int r = window_add(m, &st->ports, ts, ps);
         Py_DECREF(ps);
-        if (r < 0) return NULL;
+        if (r < 0) return -1;
     }
     double hl = m->half_life;
     int discovery = protocol != Py_None && PyUnicode_Check(protocol) &&
@@ -2917,7 +2978,7 @@ static PyObject *HostModel_observe_flow(HostModelObj *m, PyObject *const *args, 
         if (ts - st->last_discovery <= m->discovery_delta) decay_add(&st->near, ts, 1.0, hl);
     } else
         decay_add(&st->normal, ts, 1.0, hl);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static PyObject *host_score_obj(HostModelObj *m, PyObject *score, PyObject *p, PyObject *label, PyObject *reasons)
@@ -2953,6 +3014,8 @@ static PyObject *fmt_reason(const char *name, double x, int prec)
     return r;
 }
 
+static PyObject *hm_score(HostModelObj *m, PyObject *host, PyObject *ts_obj, int detail);
+
 /* score(host, ts=None, detail=False) -> HostScore */
 static PyObject *HostModel_score(HostModelObj *m, PyObject *args, PyObject *kw)
 {
@@ -2960,6 +3023,11 @@ static PyObject *HostModel_score(HostModelObj *m, PyObject *args, PyObject *kw)
     PyObject *host, *ts_obj = Py_None;
     int detail = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op", kwlist, &host, &ts_obj, &detail)) return NULL;
+    return hm_score(m, host, ts_obj, detail);
+}
+
+static PyObject *hm_score(HostModelObj *m, PyObject *host, PyObject *ts_obj, int detail)
+{
     PyObject *sto = PyDict_GetItemWithError(m->hosts, host);
     if (sto == NULL) {
         if (PyErr_Occurred()) return NULL;
@@ -3027,6 +3095,8 @@ static PyObject *HostModel_score(HostModelObj *m, PyObject *args, PyObject *kw)
     return hs;
 }
 
+static PyObject *hm_near(HostModelObj *m, PyObject *host, PyObject *ts_obj);
+
 /* p2p_activity_near(host, ts) -> "discovery" | "p2p_flow" | None */
 static PyObject *HostModel_p2p_activity_near(HostModelObj *m, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -3034,13 +3104,18 @@ static PyObject *HostModel_p2p_activity_near(HostModelObj *m, PyObject *const *a
         PyErr_SetString(PyExc_TypeError, "p2p_activity_near takes 2 arguments");
         return NULL;
     }
-    PyObject *sto = PyDict_GetItemWithError(m->hosts, args[0]);
+    return hm_near(m, args[0], args[1]);
+}
+
+static PyObject *hm_near(HostModelObj *m, PyObject *host, PyObject *ts_obj)
+{
+    PyObject *sto = PyDict_GetItemWithError(m->hosts, host);
     if (sto == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
     HostStateObj *st = (HostStateObj *)sto;
-    double ts = PyFloat_AsDouble(args[1]);
+    double ts = PyFloat_AsDouble(ts_obj);
     if (ts == -1.0 && PyErr_Occurred()) return NULL;
     double d = m->discovery_delta;
     if (fabs(ts - st->last_discovery) <= d) return Py_NewRef(s_discovery);
@@ -3079,6 +3154,213 @@ static PyTypeObject HostModelType = {
     .tp_doc = "HostModel(cfg, hll_sketch, hll_union, HLL_4, HostScore): score/host.py's HostModel in C",
 };
 
+
+/* ------------------------------------------------------------------ Engine.process_evidence */
+/* engine.py Engine.process_evidence for evidence the compiled decider takes, with the engine's
+   own state (bound once): the same calls in the same order, the rare parts (a confirmed peer
+   remembered, a host verdict written) through the engine's Python methods. */
+
+static PyObject *s_now, *s_detector_runs, *s_flow_verdicts, *s_label, *s_orig_h, *s_orig_p, *s_resp_p_name,
+    *s_bt_mse, *s_bt_plain, *s_utp, *s_dht2;
+
+static PyObject *Decider_bind(Decider *self, PyObject *args)
+{
+    PyObject *eng, *lc, *hosts, *pc, *lh, *rp, *hv, *stats, *bias;
+    double ft, ttl;
+    if (!PyArg_ParseTuple(args, "OO!O!O!OOOOO!dd", &eng, &PyDict_Type, &lc, &HostModelType, &hosts, &PyDict_Type, &pc,
+                          &lh, &rp, &hv, &stats, &PyFloat_Type, &bias, &ft, &ttl))
+        return NULL;
+    Py_XSETREF(self->eng, Py_NewRef(eng));
+    Py_XSETREF(self->local_cache, Py_NewRef(lc));
+    Py_XSETREF(self->hosts, Py_NewRef(hosts));
+    Py_XSETREF(self->peer_cache, Py_NewRef(pc));
+    Py_XSETREF(self->local_host, Py_NewRef(lh));
+    Py_XSETREF(self->remember_peer, Py_NewRef(rp));
+    Py_XSETREF(self->host_verdict, Py_NewRef(hv));
+    Py_XSETREF(self->stats, Py_NewRef(stats));
+    Py_XSETREF(self->host_bias, Py_NewRef(bias));
+    self->family_threshold = ft;
+    self->peer_ttl = ttl;
+    Py_RETURN_NONE;
+}
+
+/* Engine._local_host: the cache, else the engine's method (which fills it) */
+static int is_local(Decider *self, PyObject *h)
+{
+    PyObject *r = PyDict_GetItemWithError(self->local_cache, h);
+    if (r != NULL) return PyObject_IsTrue(r);
+    if (PyErr_Occurred()) return -1;
+    r = PyObject_CallOneArg(self->local_host, h);
+    if (r == NULL) return -1;
+    int t = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return t;
+}
+
+/* Engine._peer_cache_hit */
+static int peer_seen(Decider *self, PyObject *h, PyObject *port, double now)
+{
+    PyObject *key = PyTuple_Pack(2, h, port);
+    if (key == NULL) return -1;
+    PyObject *seen = PyDict_GetItemWithError(self->peer_cache, key);
+    Py_DECREF(key);
+    if (seen == NULL) return PyErr_Occurred() ? -1 : 0;
+    double t = PyFloat_AsDouble(seen);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    return now - t <= self->peer_ttl;
+}
+
+static PyObject *Decider_process(Decider *self, PyObject *e)
+{
+    if (self->eng == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decider.process before bind");
+        return NULL;
+    }
+    PyObject *refs[32];
+    int nrefs = 0;
+    Ev *ev = self->ev;
+    PyObject *result = NULL, *out = NULL, *res = NULL, *hs = NULL, *near = NULL, *orig_h = NULL, *orig_p = NULL,
+             *resp_p = NULL, *touched[2];
+    int ntouched = 0;
+    int r = read_ev(e, ev, refs, &nrefs);
+    if (r <= 0 || !fits_budget(self, ev)) {
+        if (r >= 0) result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* self.now = max(self.now, ev.ts + ev.duration) */
+    PyObject *now_obj = PyObject_GetAttr(self->eng, s_now);
+    if (now_obj == NULL) goto done;
+    double now = PyFloat_AsDouble(now_obj);
+    Py_DECREF(now_obj);
+    if (now == -1.0 && PyErr_Occurred()) goto done;
+    double end = ev->ts + ev->duration;
+    if (end > now) {
+        PyObject *x = PyFloat_FromDouble(end);
+        if (x == NULL || PyObject_SetAttr(self->eng, s_now, x) < 0) {
+            Py_XDECREF(x);
+            goto done;
+        }
+        Py_DECREF(x);
+        now = end;
+    }
+    if ((orig_h = PyObject_GetAttr(ev->key, s_orig_h)) == NULL || (orig_p = PyObject_GetAttr(ev->key, s_orig_p)) == NULL ||
+        (resp_p = PyObject_GetAttr(ev->key, s_resp_p_name)) == NULL)
+        goto done;
+    int lo = is_local(self, orig_h);
+    if (lo < 0) goto done;
+    int local = lo;
+    if (!local) {
+        int lr = is_local(self, ev->resp_h);
+        if (lr < 0) goto done;
+        local = !lr;
+    }
+    PyObject *host = local ? orig_h : ev->resp_h;
+    HostModelObj *hm = (HostModelObj *)self->hosts;
+    int known = PyDict_Contains(hm->hosts, host);
+    if (known < 0) goto done;
+    if (known && (hs = hm_score(hm, host, Py_None, 0)) == NULL) goto done;
+    PyObject *s_host = hs ? PyTuple_GET_ITEM(hs, 0) : self->host_bias;
+    if (!PyFloat_CheckExact(s_host)) {
+        result = Py_NewRef(Py_None); /* the steps so far repeat without effect: Python decides */
+        goto done;
+    }
+    int host_family = PyFloat_AS_DOUBLE(s_host) > self->family_threshold;
+    if ((near = hm_near(hm, host, ev->ts_obj)) == NULL) goto done;
+    int peer_hit = 0;
+    if (PyDict_GET_SIZE(self->peer_cache)) {
+        peer_hit = peer_seen(self, ev->resp_h, resp_p, now);
+        if (peer_hit < 0) goto done;
+        if (!peer_hit && !ev->tcp && (peer_hit = peer_seen(self, orig_h, orig_p, now)) < 0) goto done;
+    }
+    res = decide_core(self, s_host, hs != NULL, host_family, peer_hit, near);
+    if (res == NULL) goto done;
+    if (res == Py_None) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *v = PyTuple_GET_ITEM(res, 0), *fproto = PyTuple_GET_ITEM(res, 1);
+    int confirmed = PyTuple_GET_ITEM(res, 2) == Py_True, peerlike = PyTuple_GET_ITEM(res, 3) == Py_True;
+    /* stats: detector runs, verdicts by label */
+    {
+        PyObject *runs = PyObject_GetAttr(self->stats, s_detector_runs);
+        if (runs == NULL) goto done;
+        PyObject *sum = PyNumber_Add(runs, PyTuple_GET_ITEM(res, 4));
+        Py_DECREF(runs);
+        if (sum == NULL) goto done;
+        int rc = PyObject_SetAttr(self->stats, s_detector_runs, sum);
+        Py_DECREF(sum);
+        if (rc < 0) goto done;
+        PyObject *fv = PyObject_GetAttr(self->stats, s_flow_verdicts);
+        if (fv == NULL) goto done;
+        PyObject *label = PyObject_GetAttr(v, s_label);
+        if (label == NULL) {
+            Py_DECREF(fv);
+            goto done;
+        }
+        PyObject *cur = PyDict_Check(fv) ? PyDict_GetItemWithError(fv, label) : NULL;
+        PyObject *nv = (cur != NULL) ? PyNumber_Add(cur, int_1) : (PyErr_Occurred() ? NULL : PyLong_FromLong(1));
+        rc = nv == NULL ? -1 : PyObject_SetItem(fv, label, nv);
+        Py_XDECREF(nv);
+        Py_DECREF(label);
+        Py_DECREF(fv);
+        if (rc < 0) goto done;
+    }
+    if ((out = PyList_New(1)) == NULL) goto done;
+    PyList_SET_ITEM(out, 0, Py_NewRef(v));
+    if (confirmed && PyUnicode_Check(fproto) &&
+        (PyUnicode_Compare(fproto, s_bt_mse) == 0 || PyUnicode_Compare(fproto, s_bt_plain) == 0 ||
+         PyUnicode_Compare(fproto, s_utp) == 0 || PyUnicode_Compare(fproto, s_dht2) == 0)) {
+        PyObject *x = PyObject_CallFunctionObjArgs(self->remember_peer, ev->key, ev->ts_obj, NULL);
+        if (x == NULL) goto done;
+        Py_DECREF(x);
+    }
+    /* Engine._observe_hosts */
+    int lo2 = is_local(self, orig_h);
+    if (lo2 < 0) goto done;
+    if (lo2) {
+        if (hm_observe(hm, orig_h, ev->ts_obj, ev->resp_h, resp_p, fproto, confirmed, peerlike) < 0) goto done;
+        touched[ntouched++] = orig_h;
+    }
+    int lr2 = is_local(self, ev->resp_h);
+    if (lr2 < 0) goto done;
+    if (lr2 && ev->resp_p >= 1024) {
+        if (hm_observe(hm, ev->resp_h, ev->ts_obj, orig_h, orig_p, fproto, confirmed, peerlike) < 0) goto done;
+        touched[ntouched++] = ev->resp_h;
+    }
+    /* Engine._host_verdict for each: the label compared here, the verdict made by the engine */
+    for (int i = 0; i < ntouched; i++) {
+        PyObject *sto = PyDict_GetItemWithError(hm->hosts, touched[i]);
+        if (sto == NULL) {
+            if (PyErr_Occurred()) goto done;
+            continue;
+        }
+        PyObject *hs2 = hm_score(hm, touched[i], Py_None, 0);
+        if (hs2 == NULL) goto done;
+        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(hs2, 2), ((HostStateObj *)sto)->reported, Py_EQ);
+        Py_DECREF(hs2);
+        if (same < 0) goto done;
+        if (same) continue;
+        PyObject *hv = PyObject_CallOneArg(self->host_verdict, touched[i]);
+        if (hv == NULL) goto done;
+        int t = PyObject_IsTrue(hv);
+        if (t > 0 && PyList_Append(out, hv) < 0) t = -1;
+        Py_DECREF(hv);
+        if (t < 0) goto done;
+    }
+    result = out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(res);
+    Py_XDECREF(hs);
+    Py_XDECREF(near);
+    Py_XDECREF(orig_h);
+    Py_XDECREF(orig_p);
+    Py_XDECREF(resp_p);
+    for (int i = 0; i < nrefs; i++) Py_DECREF(refs[i]);
+    return result;
+}
+
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "msewatch._decide",
                                        "Deciding one flow in C (see score/flow.py decide_flow).", -1, NULL};
 
@@ -3108,7 +3390,10 @@ PyMODINIT_FUNC PyInit__decide(void)
     S2(s_update, "update"); S2(s_get_estimate, "get_estimate"); S2(s_dht, "dht"); S2(s_tracker, "tracker");
     S2(s_lsd, "lsd"); S2(s_p2p_host, "p2p_host"); S2(s_normal_host, "normal_host"); S2(s_unknown_label, "unknown");
     S2(s_discovery, "discovery"); S2(s_p2p_flow, "p2p_flow");
-    if ((int_1024 = PyLong_FromLong(1024)) == NULL) return NULL;
+    if ((int_1024 = PyLong_FromLong(1024)) == NULL || (int_1 = PyLong_FromLong(1)) == NULL) return NULL;
+    S2(s_now, "now"); S2(s_detector_runs, "detector_runs"); S2(s_flow_verdicts, "flow_verdicts"); S2(s_label, "label");
+    S2(s_orig_h, "orig_h"); S2(s_orig_p, "orig_p"); S2(s_resp_p_name, "resp_p"); S2(s_bt_mse, "bt_mse");
+    S2(s_bt_plain, "bt_plain"); S2(s_utp, "utp"); S2(s_dht2, "dht");
     if ((DecayingType = PyStructSequence_NewType(&decaying_desc)) == NULL) return NULL;
 #undef S2
     PyObject *m = PyModule_Create(&moduledef);

@@ -40,6 +40,10 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 _EMPTY: tuple = ()
+# the methods process_evidence's steps run through: a subclass that overrides one of them
+# gets every flow decided by the Python path (fastdecide.processor)
+_PROCESS_STEPS = ("process_evidence", "_decide_py", "_local_host", "_peer_cache_hit", "_remember_peer",
+                  "_observe_hosts", "_host_verdict")
 # flows whose endpoints are peers worth remembering (a tracker or the LSD group is not a peer)
 _PEER_CACHE_PROTOCOLS = frozenset({"bt_mse", "bt_plain", "utp", "dht"})
 
@@ -121,6 +125,9 @@ class Engine:
         self.now = 0.0
         # the compiled decider (msewatch/_decide.c) when built, else None: decide_flow decides
         self._decide_c = fastdecide.decider(self.params, self.cfg.scoring, self.cfg.budget)
+        # ... and process_evidence's common path in C over this engine's own state, unless a
+        # subclass changes a step of it (then the Python path below runs every step)
+        self._process_c = fastdecide.processor(self, _PROCESS_STEPS)
 
     # ------------------------------------------------------------------ packet path
     def process_packet(
@@ -309,6 +316,11 @@ class Engine:
         Evidence beyond the budget (more packets, runs or head bytes than `budget:` allows)
         is cut to it first and counted (`stats.evidence_truncated`): what the budget does
         not cover is never decided on, and deciding stays linear in the budget."""
+        process_c = self._process_c
+        if process_c is not None:  # the same steps in C (msewatch/_decide.c Decider.process)
+            out = process_c(ev)
+            if out is not None:
+                return out
         self.now = max(self.now, ev.ts + ev.duration)
         k = ev.key
         local = self._local_host(k.orig_h) or not self._local_host(k.resp_h)

@@ -67,3 +67,26 @@ def host_model(cfg):
         return compiled.module("_decide").HostModel(cfg, hll_sketch, hll_union, tgt_hll_type.HLL_4, HostScore)
     except (ValueError, TypeError):
         return None
+
+
+def processor(engine, steps: tuple[str, ...]) -> Callable | None:
+    """Engine.process_evidence's common path in C (`Decider.process`) bound to this engine's
+    state, or None: no compiled decider or host model, or an engine subclass that overrides
+    one of `steps` (its override must run)."""
+    decide = engine._decide_c
+    if decide is None or type(engine.hosts).__module__ != "msewatch._decide":
+        return None
+    from .engine import Engine
+
+    cls = type(engine)
+    if any(getattr(cls, m) is not getattr(Engine, m) for m in steps):
+        return None
+    decider = decide.__self__
+    cfg = engine.cfg
+    bias = cfg.host.bias
+    if type(bias) is not float:
+        return None
+    decider.bind(engine, engine._local_cache, engine.hosts, engine._peer_cache, engine._local_host,
+                 engine._remember_peer, engine._host_verdict, engine.stats, bias, float(cfg.host.family_threshold),
+                 float(cfg.flow_table.peer_cache_ttl))
+    return decider.process

@@ -341,3 +341,43 @@ def test_evidence_it_does_not_take_goes_to_the_reference(engine, corpus_evidence
     for o in odd:
         assert engine._decide_c(o, -3.0, False, False, False, None) is None
         assert engine.process_evidence(o)  # decided by the reference
+
+
+def test_process_evidence_in_c_equals_the_python_steps(corpus_evidence):
+    """Engine.process_evidence's compiled path (Decider.process over the engine's state)
+    against the Python steps with the same deciders: same verdicts, stats, peer cache and
+    host states over a long stream of corpus flows and mutations (peers remembered, host
+    verdicts written, evidence beyond the budget cut)."""
+    rng = random.Random(21)
+    lib = _heads_library(rng)
+    pool = [h for ev in corpus_evidence for h in ev.orig_heads + ev.resp_heads]
+    fast, slow = Engine(), Engine()
+    assert fast._process_c is not None
+    slow._process_c = None
+    stream = []
+    for i in range(6000):
+        base = rng.choice(corpus_evidence)
+        kind = rng.random()
+        ev = base if kind < 0.5 else _utp_flow(rng, base) if kind < 0.6 else _mse_flow(rng, base) if kind < 0.7 else \
+            _mutate(base, rng, lib, pool)
+        if rng.random() < 0.01:  # beyond the budget: the engine cuts it
+            ev = FlowEvidence(**{**{f: getattr(ev, f) for f in FlowEvidence.__slots__},
+                                 "sizes": ev.sizes * 40, "times": ev.times * 40})
+        stream.append(ev)
+    for i, ev in enumerate(stream):
+        a = [v.to_dict() for v in fast.process_evidence(ev)]
+        b = [v.to_dict() for v in slow.process_evidence(ev)]
+        assert a == b, (i, ev)
+    assert fast.stats == slow.stats and fast.now == slow.now
+    assert list(fast._peer_cache.items()) == list(slow._peer_cache.items()) and fast._peer_cache
+    assert fast._local_cache == slow._local_cache
+    assert [v.to_dict() for v in fast.flush()] == [v.to_dict() for v in slow.flush()]
+    assert sum(1 for v in fast.stats.flow_verdicts.values()) and fast.stats.evidence_truncated > 0
+
+
+def test_an_engine_subclass_that_changes_a_step_gets_the_python_path():
+    class Mine(Engine):
+        def _local_host(self, h: str) -> bool:
+            return True
+
+    assert Mine()._process_c is None and Engine()._process_c is not None
