@@ -753,16 +753,35 @@ static int put_str(Buf *b, PyObject *o)
         PyErr_Clear();
         return 0;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)s[i];
-        if (x < 0x20 || x == '"' || x == '\\') return 0;
-    }
+    const unsigned char *u = (const unsigned char *)s;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (STR_STOP[u[i]]) return 0;
     if (grow(b, n + 2) < 0) return -1;
     b->b[b->n++] = '"';
     memcpy(b->b + b->n, s, n);
     b->n += n;
     b->b[b->n++] = '"';
     return 1;
+}
+
+/* decimal digits of v (>= 0) */
+static char *put_uint(char *o, unsigned long long v)
+{
+    char tmp[24];
+    int k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k) *o++ = tmp[--k];
+    return o;
+}
+
+static char *put_2(char *o, int v)
+{
+    *o++ = (char)('0' + v / 10);
+    *o++ = (char)('0' + v % 10);
+    return o;
 }
 
 typedef struct {
@@ -820,32 +839,63 @@ static int put_timestamp(Buf *b, double epoch)
     time_t t = (time_t)intpart;
     struct tm tm;
     if (gmtime_r(&t, &tm) == NULL) return 0;
-    int sec = tm.tm_sec > 59 ? 59 : tm.tm_sec;
-    char tmp[48];
-    int w = snprintf(tmp, sizeof tmp, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03d\"", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, sec, (int)((long)frac / 1000));
-    return put(b, tmp, w) < 0 ? -1 : 1;
+    int sec = tm.tm_sec > 59 ? 59 : tm.tm_sec, year = tm.tm_year + 1900, ms = (int)((long)frac / 1000);
+    char tmp[48], *o = tmp;
+    *o++ = '"';
+    o = put_2(o, year / 100);
+    o = put_2(o, year % 100);
+    *o++ = '-';
+    o = put_2(o, tm.tm_mon + 1);
+    *o++ = '-';
+    o = put_2(o, tm.tm_mday);
+    *o++ = 'T';
+    o = put_2(o, tm.tm_hour);
+    *o++ = ':';
+    o = put_2(o, tm.tm_min);
+    *o++ = ':';
+    o = put_2(o, sec);
+    *o++ = '.';
+    *o++ = (char)('0' + ms / 100);
+    o = put_2(o, ms % 100);
+    *o++ = '"';
+    return put(b, tmp, o - tmp) < 0 ? -1 : 1;
 }
 
-/* wire/v1.py real_text: "%f" when exact, else repr */
+/* wire/v1.py real_text: "%f" when it is exact (float("%f" % x) == x), else repr. "%f" prints
+   x rounded to 6 decimals, r / 10**6; it is exact when the double nearest r / 10**6 is x, and
+   then r is x * 10**6 rounded (x is within half an ulp of r / 10**6, far from a tie) */
 static int put_real(Buf *b, double x)
 {
     if (!isfinite(x)) return 0;
-    char *s = PyOS_double_to_string(x, 'f', 6, 0, NULL);
-    if (s == NULL) return -1;
-    double back = PyOS_string_to_double(s, NULL, NULL);
-    if (back == -1.0 && PyErr_Occurred()) {
-        PyMem_Free(s);
-        return -1;
+    double r = nearbyint(x * 1e6);
+    if (fabs(x) < 4e9 && r / 1e6 == x) {
+        char tmp[40], *o = tmp;
+        unsigned long long u = (unsigned long long)fabs(r);
+        if (signbit(x)) *o++ = '-';
+        o = put_uint(o, u / 1000000);
+        *o++ = '.';
+        unsigned long long f = u % 1000000;
+        for (unsigned long long d = 100000; d; d /= 10) *o++ = (char)('0' + (f / d) % 10);
+        return put(b, tmp, o - tmp) < 0 ? -1 : 1;
     }
-    if (back != x) {
-        PyMem_Free(s);
-        s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    char *s = NULL;
+    if (!(fabs(x) < 4e9)) { /* large: the test above does not apply; as real_text does it */
+        s = PyOS_double_to_string(x, 'f', 6, 0, NULL);
         if (s == NULL) return -1;
+        double back = PyOS_string_to_double(s, NULL, NULL);
+        if (back == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(s);
+            return -1;
+        }
+        if (back != x) {
+            PyMem_Free(s);
+            s = NULL;
+        }
     }
-    int r = put(b, s, (Py_ssize_t)strlen(s));
+    if (s == NULL && (s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL)) == NULL) return -1;
+    int rc = put(b, s, (Py_ssize_t)strlen(s));
     PyMem_Free(s);
-    return r < 0 ? -1 : 1;
+    return rc < 0 ? -1 : 1;
 }
 
 static int put_addr(Encoder *self, Buf *b, PyObject *h)
@@ -872,9 +922,16 @@ static int put_port(Buf *b, PyObject *num, const char *proto)
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(num, &overflow);
     if (overflow || v < 0 || v > 65535) return 0;
-    char tmp[64];
-    int w = snprintf(tmp, sizeof tmp, "{\"@data-type\":\"port\",\"data\":\"%lld/%s\"}", v, proto);
-    return put(b, tmp, w) < 0 ? -1 : 1;
+    char tmp[64], *o = tmp;
+    static const char PORT[] = "{\"@data-type\":\"port\",\"data\":\"";
+    memcpy(o, PORT, sizeof PORT - 1);
+    o = put_uint(o + sizeof PORT - 1, (unsigned long long)v);
+    *o++ = '/';
+    memcpy(o, proto, 3);
+    o += 3;
+    *o++ = '"';
+    *o++ = '}';
+    return put(b, tmp, o - tmp) < 0 ? -1 : 1;
 }
 
 static int put_typed_str(Buf *b, PyObject *s)
@@ -945,9 +1002,13 @@ static PyObject *Encoder_encode(Encoder *self, PyObject *args)
         int overflow;
         long long pk = PyLong_AsLongLongAndOverflow(o[7], &overflow);
         if (overflow) goto none;
-        char tmp[64];
-        int w = snprintf(tmp, sizeof tmp, "},{\"@data-type\":\"count\",\"data\":%lld}]}]}]}", pk < 0 ? 0LL : pk);
-        if (put(b, tmp, w) < 0) goto error;
+        char tmp[80], *o = tmp;
+        static const char COUNT[] = "},{\"@data-type\":\"count\",\"data\":";
+        memcpy(o, COUNT, sizeof COUNT - 1);
+        o = put_uint(o + sizeof COUNT - 1, pk < 0 ? 0ULL : (unsigned long long)pk);
+        memcpy(o, "}]}]}]}", 7);
+        o += 7;
+        if (put(b, tmp, o - tmp) < 0) goto error;
     }
     result = PyBytes_FromStringAndSize(b->b, b->n);
     goto done;

@@ -30,6 +30,8 @@ from .evidence import FlowEvidence
 from .metrics import Metrics, MetricsServer
 from .sinks.zeek_ws import AnsweredCache, VerdictQueue, VerdictSender
 from .sources.zeek_ws import EvidenceReader, open_session
+from .verdict import FlowVerdict
+from .wire.events import _compiled_codec as compiled_codec
 from .wire.events import encode_verdict_bytes, verdict_key
 from .wire.v1 import UTC, Codec
 
@@ -62,6 +64,9 @@ class Bridge:
         self.answered = AnsweredCache(cfg.answered_cache)
         self.sender = VerdictSender(self.queue, self.metrics, confirm_timeout=cfg.ack_timeout)
         self.reader = EvidenceReader(self.codec, self.metrics, self._on_evidence)
+        self._stats = getattr(engine, "stats", None)
+        fast = compiled_codec(self.codec)  # the compiled verdict encoder, or None
+        self._encode_c = fast[1].encode if fast is not None else None
         self.rng = rng or random.Random()
         self._stop: asyncio.Event | None = None
         self._stopping = False
@@ -78,8 +83,11 @@ class Bridge:
         return self.metrics.engine_errors_total + self.metrics.verdicts_unencodable_total
 
     def _on_evidence(self, ev: FlowEvidence) -> None:
+        """One flow's evidence: decided once (its verdicts encoded and queued for Zeek, and
+        remembered by uid), or answered again from AnsweredCache when Zeek resends it."""
         metrics = self.metrics
-        answers = self.answered.get(ev.uid)
+        uid = ev.uid
+        answers = self.answered.get(uid)
         if answers is not None:  # Zeek sent it again: same answer, no second decision
             metrics.evidence_repeated_total += 1
             for key, message in answers:
@@ -89,28 +97,36 @@ class Bridge:
             verdicts = self.engine.process_evidence(ev)
         except Exception:
             metrics.engine_errors_total += 1
-            log.exception("engine failed on evidence for %s; skipped", ev.uid)
+            log.exception("engine failed on evidence for %s; skipped", uid)
             return
-        stats = getattr(self.engine, "stats", None)  # the engine counts what it cut to the budget
+        stats = self._stats  # the engine counts what it cut to the budget
         if stats is not None:
             metrics.evidence_truncated_total = stats.evidence_truncated
         topic = self.cfg.verdict_topic
+        counts = metrics.verdicts
+        put = self.queue.put
+        encode_c = self._encode_c
         produced = []
         for v in verdicts or ():
-            if hasattr(v, "uid"):
-                metrics.count_verdict("flow", v.label, v.protocol)
+            flow = type(v) is FlowVerdict
+            if flow or hasattr(v, "uid"):  # Metrics.count_verdict, inline
+                ck = ("flow", v.label, v.protocol or "unknown")
+                key = v.uid
             else:
-                metrics.count_verdict("host", v.label, None)
-            try:
-                message = encode_verdict_bytes(v, topic, self.codec)
-            except Exception as e:  # e.g. decided in year 10000: Zeek's timestamps cannot hold it
-                metrics.verdicts_unencodable_total += 1
-                log.error("cannot encode the verdict for %s (%s: %s); dropped", verdict_key(v), type(e).__name__, e)
-                continue
-            key = verdict_key(v)
+                ck = ("host", v.label, "")
+                key = verdict_key(v)
+            counts[ck] = counts.get(ck, 0) + 1
+            message = encode_c(v, topic) if flow and encode_c is not None else None
+            if message is None:
+                try:
+                    message = encode_verdict_bytes(v, topic, self.codec)
+                except Exception as e:  # e.g. decided in year 10000: Zeek's timestamps cannot hold it
+                    metrics.verdicts_unencodable_total += 1
+                    log.error("cannot encode the verdict for %s (%s: %s); dropped", key, type(e).__name__, e)
+                    continue
             produced.append((key, message))
-            self.queue.put(key, message)
-        self.answered.put(ev.uid, tuple(produced))
+            put(key, message)
+        self.answered.put(uid, tuple(produced))
 
     # ---- lifecycle
 

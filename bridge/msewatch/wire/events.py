@@ -22,6 +22,8 @@ from ..verdict import FlowVerdict, HostVerdict
 from .v1 import (
     DEFAULT,
     UTC,
+    DataMessage,
+    loads,
     Codec,
     Count,
     Event,
@@ -469,8 +471,6 @@ def decode_evidence_message(raw: str | bytes, codec: Codec = DEFAULT) -> FlowEvi
 
     The compiled decoder (msewatch/_wire.c) reads the canonical flow_evidence form; what it
     does not read goes the Python way, which is the reference (tests/wire hold them equal)."""
-    from .v1 import DataMessage, loads
-
     fast = _compiled_codec(codec)
     if fast is not None:
         ev = fast[0].decode(raw)
