@@ -15,12 +15,14 @@
  * never has to be right about an odd message, only never wrong about a common one
  * (tests/wire/test_fast_wire.py holds the two paths equal).
  *
- * The decoder bounds its work by the largest budget the configuration allows: beyond
- * 1,025 sizes / times, 65 bursts, 17 heads per direction and 257 bytes per head, elements
- * are only checked for their JSON structure and @data-type and counted (so a 16 MiB message
- * costs milliseconds, not seconds). The evidence it returns then still exceeds every
- * budget, so Engine.process_evidence cuts it to the budget and counts it as it would the
- * whole message; the values beyond the budget are never read (docs/zeek.md).
+ * A message up to 1 MiB is read whole, as the Python path reads it (or left to it). A larger
+ * one - which the Python path is not given at all (wire/events.py MAX_GENERIC_MESSAGE) - is
+ * read within the largest budget the configuration allows: beyond 1,025 sizes / times, 65
+ * bursts, 17 heads per direction and 257 bytes per head, elements are only checked for their
+ * JSON structure and @data-type and counted (so a 16 MiB message costs milliseconds, not
+ * seconds). The evidence it returns then still exceeds every budget, so
+ * Engine.process_evidence cuts it to the budget and counts it as it would the whole message;
+ * the values beyond the budget are never read (docs/architecture.md, "Budgets and memory").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,6 +35,7 @@
 #define KEEP_BURSTS 65  /* budget.max_bursts <= 64, + 1 */
 #define KEEP_HEADS 17   /* budget.udp_heads <= 16, + 1 */
 #define KEEP_HEAD_BYTES 257
+#define BOUNDED_ABOVE (1 << 20) /* bytes: wire/events.py MAX_GENERIC_MESSAGE */
 
 static PyObject *s_tcp, *s_udp, *s_icmp, *s_unknown_proto;
 
@@ -77,21 +80,50 @@ static unsigned char HEXV[256];
 static void init_tables(void)
 {
     for (int i = 0; i < 256; i++) {
-        STR_STOP[i] = i < 0x20 || i == '"' || i == '\\';
+        STR_STOP[i] = i < 0x20 || i == '"' || i == '\\' || i >= 0x80; /* >= 0x80: checked as UTF-8 */
         HEXV[i] = 0xFF;
     }
     for (int i = 0; i < 10; i++) HEXV['0' + i] = (unsigned char)i;
     for (int i = 0; i < 6; i++) HEXV['a' + i] = HEXV['A' + i] = (unsigned char)(10 + i);
 }
 
-/* a JSON string without escapes or control characters: its bytes */
+/* the length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong forms, no
+   surrogates, nothing above U+10FFFF), 0 if there is none: what Python's strict decoder
+   and orjson accept */
+static int utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char b = p[0];
+    if (b >= 0xC2 && b <= 0xDF) return (end - p >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (b >= 0xE0 && b <= 0xEF) {
+        if (end - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (b == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+        if (b == 0xED && p[1] >= 0xA0) return 0; /* a surrogate */
+        return 3;
+    }
+    if (b >= 0xF0 && b <= 0xF4) {
+        if (end - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if (b == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+        if (b == 0xF4 && p[1] >= 0x90) return 0; /* above U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+/* a JSON string without escapes or control characters, well-formed UTF-8: its bytes */
 static int str(Cur *c, const unsigned char **s, Py_ssize_t *n)
 {
     ws(c);
     if (c->p >= c->end || *c->p != '"') return 0;
     const unsigned char *a = ++c->p, *p = a, *end = c->end;
-    while (p < end && !STR_STOP[*p]) p++;
-    if (p >= end || *p != '"') return 0;
+    for (;;) {
+        while (p < end && !STR_STOP[*p]) p++;
+        if (p >= end) return 0;
+        if (*p < 0x80) break; /* '"', '\\' or a control character */
+        int k = utf8_seq(p, end);
+        if (!k) return 0;
+        p += k;
+    }
+    if (*p != '"') return 0;
     *s = a;
     *n = p - a;
     c->p = p + 1;
@@ -156,12 +188,27 @@ static int skip_scalar(Cur *c)
         Py_ssize_t n;
         return str(c, &s, &n);
     }
-    if (x == '-' || (x >= '0' && x <= '9')) {
-        const unsigned char *a = c->p;
-        while (c->p < c->end && ((*c->p >= '0' && *c->p <= '9') || *c->p == '-' || *c->p == '+' || *c->p == '.' ||
-                                 *c->p == 'e' || *c->p == 'E'))
-            c->p++;
-        return c->p > a;
+    if (x == '-' || (x >= '0' && x <= '9')) { /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+        const unsigned char *p = c->p, *e = c->end;
+        if (*p == '-') p++;
+        if (p >= e || *p < '0' || *p > '9') return 0;
+        if (*p == '0')
+            p++;
+        else
+            while (p < e && *p >= '0' && *p <= '9') p++;
+        if (p < e && *p == '.') {
+            p++;
+            if (p >= e || *p < '0' || *p > '9') return 0;
+            while (p < e && *p >= '0' && *p <= '9') p++;
+        }
+        if (p < e && (*p == 'e' || *p == 'E')) {
+            p++;
+            if (p < e && (*p == '+' || *p == '-')) p++;
+            if (p >= e || *p < '0' || *p > '9') return 0;
+            while (p < e && *p >= '0' && *p <= '9') p++;
+        }
+        c->p = p;
+        return 1;
     }
     return LIT(c, "true") || LIT(c, "false") || LIT(c, "null");
 }
@@ -426,8 +473,10 @@ static PyObject *timespan_seconds(Cur *c)
     return PyFloat_FromDouble((double)ns / 1e9);
 }
 
-/* a vector of integers: the first `keep` (<= KEEP_SIZES) as a tuple, the rest counted (*total) */
-static PyObject *ints(Cur *c, Py_ssize_t keep, Py_ssize_t *total)
+/* a vector of integers: the first `keep` (<= KEEP_SIZES) as a tuple, the rest counted (*total)
+   and, only in a message bounded by the budget (`bounded`), not read; otherwise more than
+   `keep` make the whole message one for the Python path (NULL, no error set) */
+static PyObject *ints(Cur *c, Py_ssize_t keep, Py_ssize_t *total, int bounded)
 {
     if (!typed_open(c, "vector") || !ch(c, '[')) return NULL;
     PyObject *items[KEEP_SIZES];
@@ -441,7 +490,7 @@ static PyObject *ints(Cur *c, Py_ssize_t keep, Py_ssize_t *total)
             PyObject *o = PyLong_FromLongLong(v);
             if (o == NULL) goto bad;
             items[kept++] = o;
-        } else if (!skip_scalar(c) || !typed_close(c))
+        } else if (!bounded || !skip_scalar(c) || !typed_close(c))
             goto bad;
         k++;
     }
@@ -456,7 +505,7 @@ bad:
     return NULL;
 }
 
-static PyObject *spans(Cur *c, Py_ssize_t keep, Py_ssize_t *total)
+static PyObject *spans(Cur *c, Py_ssize_t keep, Py_ssize_t *total, int bounded)
 {
     if (!typed_open(c, "vector") || !ch(c, '[')) return NULL;
     PyObject *items[KEEP_SIZES];
@@ -467,7 +516,7 @@ static PyObject *spans(Cur *c, Py_ssize_t keep, Py_ssize_t *total)
         Py_ssize_t n;
         if (!typed_open(c, "timespan")) goto bad;
         if (kept >= keep) {
-            if (!skip_scalar(c) || !typed_close(c)) goto bad;
+            if (!bounded || !skip_scalar(c) || !typed_close(c)) goto bad;
             k++;
             continue;
         }
@@ -492,8 +541,9 @@ bad:
     return NULL;
 }
 
-/* a hex string "...": up to `keep` bytes decoded into out (*nb), the rest checked; 0 = not hex */
-static int hexstr(Cur *c, unsigned char *out, Py_ssize_t keep, Py_ssize_t *nb)
+/* a hex string "...": up to `keep` bytes decoded into out (*nb), the rest checked (*whole: all
+   its bytes); 0 = not hex */
+static int hexstr(Cur *c, unsigned char *out, Py_ssize_t keep, Py_ssize_t *nb, Py_ssize_t *whole)
 {
     ws(c);
     if (c->p >= c->end || *c->p != '"') return 0;
@@ -510,11 +560,12 @@ static int hexstr(Cur *c, unsigned char *out, Py_ssize_t keep, Py_ssize_t *nb)
         p += 2;
     }
     *nb = k < keep ? k : keep;
+    *whole = k;
     c->p = p + 1;
     return 1;
 }
 
-static PyObject *heads(Cur *c)
+static PyObject *heads(Cur *c, int bounded)
 {
     if (!typed_open(c, "vector") || !ch(c, '[')) return NULL;
     PyObject *items[KEEP_HEADS];
@@ -525,12 +576,12 @@ static PyObject *heads(Cur *c)
     while ((r = vec_next(c, &first)) == 1) {
         if (!typed_open(c, "string")) goto bad;
         if (k < KEEP_HEADS) {
-            Py_ssize_t nb;
-            if (!hexstr(c, tmp, KEEP_HEAD_BYTES, &nb)) goto bad;
+            Py_ssize_t nb, whole;
+            if (!hexstr(c, tmp, KEEP_HEAD_BYTES, &nb, &whole) || (!bounded && whole > nb)) goto bad;
             PyObject *b = PyBytes_FromStringAndSize((const char *)tmp, nb);
             if (b == NULL) goto bad;
             items[nitems++] = b;
-        } else if (!skip_scalar(c))
+        } else if (!bounded || !skip_scalar(c))
             goto bad;
         if (!typed_close(c)) goto bad;
         k++;
@@ -579,6 +630,10 @@ static PyObject *Decoder_decode(Decoder *self, PyObject *raw)
     Py_buffer view;
     if (!get_buffer(raw, &p, &n, &view)) Py_RETURN_NONE;
     Cur cc = {p, p + n}, *c = &cc;
+    /* Only a message larger than any the Python path reads (wire/events.py MAX_GENERIC_MESSAGE)
+       is read within the budget; a smaller one is read whole, exactly as the Python path does,
+       or left to it. */
+    int bounded = n > BOUNDED_ABOVE;
     PyObject *v[N_EFIELDS] = {NULL};
     PyObject *kv[N_KFIELDS] = {NULL};
     PyObject *result = NULL;
@@ -633,12 +688,12 @@ static PyObject *Decoder_decode(Decoder *self, PyObject *raw)
         if (v[E_TS] == NULL) goto error;
     }
     /* 8 sizes, 9 times, 10 bursts */
-    if ((v[E_SIZES] = ints(c, KEEP_SIZES, &nsizes)) == NULL || !ch(c, ',')) goto none;
-    if ((v[E_TIMES] = spans(c, KEEP_SIZES, &ntimes)) == NULL || ntimes != nsizes || !ch(c, ',')) goto none;
-    if ((v[E_BURSTS] = ints(c, KEEP_BURSTS, &nbursts)) == NULL || !ch(c, ',')) goto none;
+    if ((v[E_SIZES] = ints(c, KEEP_SIZES, &nsizes, bounded)) == NULL || !ch(c, ',')) goto none;
+    if ((v[E_TIMES] = spans(c, KEEP_SIZES, &ntimes, bounded)) == NULL || ntimes != nsizes || !ch(c, ',')) goto none;
+    if ((v[E_BURSTS] = ints(c, KEEP_BURSTS, &nbursts, bounded)) == NULL || !ch(c, ',')) goto none;
     /* 11 orig_heads, 12 resp_heads */
-    if ((v[E_ORIG_HEADS] = heads(c)) == NULL || !ch(c, ',')) goto none;
-    if ((v[E_RESP_HEADS] = heads(c)) == NULL || !ch(c, ',')) goto none;
+    if ((v[E_ORIG_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
+    if ((v[E_RESP_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
     /* 13-16 counters */
     for (int i = E_ORIG_PKTS; i <= E_RESP_BYTES; i++)
         if ((v[i] = count_obj(c)) == NULL || !ch(c, ',')) goto none;

@@ -205,6 +205,11 @@ def check_evidence(data: bytes) -> None:
             generic_err = e
         if fast is not None:
             assert generic == fast, f"fast decoder accepted what the generic one makes {generic!r} / {generic_err}"
+    compiled = events._compiled_codec(v1.DEFAULT)  # the compiled decoder (msewatch/_wire.c), when built
+    if compiled is not None:
+        c_ev = compiled[0].decode(data)
+        if c_ev is not None:
+            assert c_ev == generic, f"compiled decoder accepted what the generic one makes {generic!r} / {generic_err}"
     for e in (fast_err, generic_err):
         if e is not None:
             assert len(str(e)) < 2000 and str(e).split(":")[0], f"unbounded or unlocated error: {str(e)[:200]}"

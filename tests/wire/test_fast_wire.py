@@ -279,9 +279,22 @@ def test_a_huge_message_is_read_within_the_budget(fast):
     assert v.to_dict() == w.to_dict()
 
 
-def test_values_beyond_the_budget_are_not_read(fast):
-    ev = events.decode_evidence_message(_big(5000, bad_tail=True))
+def test_values_beyond_the_budget_are_not_read_in_a_message_beyond_the_python_path(fast):
+    big = _big(40_000, bad_tail=True)
+    assert len(big) > events.MAX_GENERIC_MESSAGE
+    ev = events.decode_evidence_message(big)
     assert isinstance(ev, FlowEvidence) and len(ev.sizes) == 1025
+
+
+def test_smaller_messages_are_read_whole_as_the_python_path_reads_them(fast):
+    """Below MAX_GENERIC_MESSAGE the compiled decoder keeps every value or leaves the message
+    to the Python path: the same evidence, the same error."""
+    text = _big(5000)
+    assert len(text) < events.MAX_GENERIC_MESSAGE
+    assert fast[0].decode(text) is None
+    assert len(events.decode_evidence_message(text).sizes) == 5000
+    with pytest.raises(WireError, match=r"data\[8\]\.data\[4999\]: integer must be a JSON integer"):
+        events.decode_evidence_message(_big(5000, bad_tail=True))
 
 
 def test_a_huge_message_that_is_not_flow_evidence_is_rejected_unread(fast):
