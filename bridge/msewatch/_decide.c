@@ -240,7 +240,22 @@ typedef struct {
     int r0, nr; /* reasons: index range in the store */
 } Obs;
 
+/* what random_verdict reads of a head, in one pass: set bits, printable bytes (in all and
+   in the first printable_prefix_len), the longest printable run, and the known start */
 typedef struct {
+    const uint8_t *p; /* the head these are of (NULL: none cached) */
+    Py_ssize_t n;
+    long long bits;
+    Py_ssize_t printable, prefix_printable, longest_run;
+    int known;
+} HeadStats;
+#define HS_CACHE 8
+
+typedef struct {
+    /* each head's randomness statistics, per decide call (a head is tested several times
+       per flow: per prefix, per detector), keyed by its bytes' address */
+    HeadStats hs[HS_CACHE];
+    int hs_next;
     char buf[RBUF];
     int len;
     int off[MAXREASONS], rlen[MAXREASONS];
@@ -435,15 +450,6 @@ static void init_tables(void)
     }
 }
 
-/* what random_verdict reads of a head, in one pass: set bits, printable bytes (in all and
-   in the first printable_prefix_len), the longest printable run, and the known start */
-typedef struct {
-    const uint8_t *p; /* the head these are of (NULL: none cached) */
-    Py_ssize_t n;
-    long long bits;
-    Py_ssize_t printable, prefix_printable, longest_run;
-    int known;
-} HeadStats;
 
 static void head_stats(const Params *P, const uint8_t *p, Py_ssize_t n, HeadStats *hs)
 {
@@ -468,31 +474,25 @@ static void head_stats(const Params *P, const uint8_t *p, Py_ssize_t n, HeadStat
     hs->known = known_start(p, n);
 }
 
-/* the stats of a head, from a small per-decide cache keyed by its bytes' address (a head
-   is tested several times per flow: per prefix, per detector) */
-#define HS_CACHE 8
-static HeadStats hs_cache[HS_CACHE];
-static int hs_next;
-
-static const HeadStats *stats_of(const Params *P, const uint8_t *p, Py_ssize_t n)
+static const HeadStats *stats_of(Store *st, const Params *P, const uint8_t *p, Py_ssize_t n)
 {
     for (int i = 0; i < HS_CACHE; i++)
-        if (hs_cache[i].p == p && hs_cache[i].n == n) return &hs_cache[i];
-    HeadStats *hs = &hs_cache[hs_next];
-    hs_next = (hs_next + 1) % HS_CACHE;
+        if (st->hs[i].p == p && st->hs[i].n == n) return &st->hs[i];
+    HeadStats *hs = &st->hs[st->hs_next];
+    st->hs_next = (st->hs_next + 1) % HS_CACHE;
     head_stats(P, p, n, hs);
     return hs;
 }
 
-static void hs_reset(void)
+static void hs_reset(Store *st)
 {
-    for (int i = 0; i < HS_CACHE; i++) hs_cache[i].p = NULL;
-    hs_next = 0;
+    for (int i = 0; i < HS_CACHE; i++) st->hs[i].p = NULL;
+    st->hs_next = 0;
 }
 
-static RV random_verdict(const Params *P, const uint8_t *p, Py_ssize_t n, int truncated, int prefix_exempt)
+static RV random_verdict(Store *st, const Params *P, const uint8_t *p, Py_ssize_t n, int truncated, int prefix_exempt)
 {
-    const HeadStats *hs = stats_of(P, p, n);
+    const HeadStats *hs = stats_of(st, P, p, n);
     RV v = {0, n ? (double)hs->bits / (double)n : 0.0};
     if ((int64_t)n < P->min_random_len) return v;
     if (hs->known != KS_NONE) return v;
@@ -1043,7 +1043,7 @@ static int det_fully_encrypted(Ctx *c, const Pre *pre)
     const Head *h = &ev->oh[0];
     Py_ssize_t cut_o, cut_r;
     head_captured(pre, P->head_bytes, &cut_o, &cut_r);
-    RV v = random_verdict(P, h->p, h->n, cut_o >= 0, 1);
+    RV v = random_verdict(c->st, P, h->p, h->n, cut_o >= 0, 1);
     if (!v.random) return 0;
     double value = (int64_t)h->n >= P->random_full_len ? 1.0 : 0.5;
     int r0 = st->n;
@@ -1051,7 +1051,7 @@ static int det_fully_encrypted(Ctx *c, const Pre *pre)
     reason(st, "head_len=%zd", h->n);
     if (cut_o >= 0) reason(st, "head_captured=%zd", cut_o);
     if (pre->nrh) {
-        RV rv = random_verdict(P, ev->rh[0].p, ev->rh[0].n, cut_r >= 0, 1);
+        RV rv = random_verdict(c->st, P, ev->rh[0].p, ev->rh[0].n, cut_r >= 0, 1);
         reason(st, "resp_random=%d", rv.random);
     }
     if (one_sided(pre) != SIDE_NONE) reason(st, "one_sided=1");
@@ -1156,7 +1156,7 @@ static int mse_one_sided(Ctx *c, const Pre *pre, const Head *orig, Py_ssize_t cu
     int64_t s1 = sz[0], s3 = sz[1];
     if (!(P->step12_min <= s1 && s1 <= P->step12_max && s3 >= P->step3_min)) return 0;
     if (STARTS(orig, "\x13" "BitTorrent protocol") || starts_ff(orig, P->ff_prefix)) return 0;
-    RV v = random_verdict(P, orig->p, orig->n, cut >= 0, 0);
+    RV v = random_verdict(c->st, P, orig->p, orig->n, cut >= 0, 0);
     if (!v.random) return 0;
     int r0 = st->n;
     reason(st, "one_sided=1");
@@ -1209,9 +1209,9 @@ static int mse_step_lost(Ctx *c, const Pre *pre, const int64_t *sizes, Py_ssize_
     if (!(lo <= y && y <= hi) || (have_s3 && s3 < P->step3_min)) return 0;
     if (STARTS(orig, "\x13" "BitTorrent protocol") || starts_ff(orig, P->ff_prefix)) return 0;
     if (resp != NULL && starts_ff(resp, P->ff_prefix)) return 0;
-    RV ov = random_verdict(P, orig->p, orig->n, cut_o >= 0, 0);
+    RV ov = random_verdict(c->st, P, orig->p, orig->n, cut_o >= 0, 0);
     RV rv = {0, 0.0};
-    if (resp != NULL) rv = random_verdict(P, resp->p, resp->n, cut_r >= 0, 0);
+    if (resp != NULL) rv = random_verdict(c->st, P, resp->p, resp->n, cut_r >= 0, 0);
     if (!ov.random || (resp != NULL && !rv.random && (int64_t)resp->n >= P->min_random_len)) return 0;
     if (lost[4] == '1' && (resp == NULL || !rv.random)) return 0;
     if (!have_s4) {
@@ -1276,8 +1276,8 @@ static int mse_main(Ctx *c, const Pre *pre, int64_t *sizes_buf)
     const Head *orig = &ev->oh[0], *resp = &ev->rh[0];
     if (STARTS(orig, "\x13" "BitTorrent protocol")) return 0;
     if (starts_ff(orig, P->ff_prefix) || starts_ff(resp, P->ff_prefix)) return 0;
-    RV ov = random_verdict(P, orig->p, orig->n, cut_o >= 0, 0);
-    RV rv = random_verdict(P, resp->p, resp->n, cut_r >= 0, 0);
+    RV ov = random_verdict(c->st, P, orig->p, orig->n, cut_o >= 0, 0);
+    RV rv = random_verdict(c->st, P, resp->p, resp->n, cut_r >= 0, 0);
     if (!(ov.random && rv.random)) return 0;
     int r0 = st->n;
     reason(st, "burst1=%lld", (long long)b1);
@@ -1624,7 +1624,7 @@ static int det_utp(Ctx *c, const Pre *pre)
         if (u->type != 0 || pn <= 0) continue;
         if (starts(pl, pn, "\x13" "BitTorrent protocol", 20))
             payload_reason = "payload_bt_handshake=1";
-        else if (random_verdict(P, pl, pn, 0, 1).random)
+        else if (random_verdict(c->st, P, pl, pn, 0, 1).random)
             payload_reason = "payload_random=1";
         break;
     }
@@ -2270,7 +2270,7 @@ static PyObject *decide_core(Decider *self, PyObject *s_host_obj, int hs_present
     const Params *P = &self->P;
     PyObject *result = NULL;
     st->len = st->n = st->nobs = st->overflow = 0;
-    hs_reset(); /* the heads' bytes live as long as this call's evidence */
+    hs_reset(st); /* the heads' bytes live as long as this call's evidence */
     Ctx c = {P, st, self->lsd_group, 0};
     /* context observations */
     int ctx0 = st->nobs;
