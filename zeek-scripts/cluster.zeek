@@ -30,11 +30,14 @@ export {
 	global conn_label: event(uid: string, label: string);
 }
 
+# Standalone nodes do not load the handlers below (they would run for every
+# verdict and every flow only to return).
+@if ( Cluster::is_enabled() )
 event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     resp_p: port, label: string, protocol: string, probability: double,
     reasons: vector of string, decided_at: time, decided_at_packet: count)
 	{
-	if ( ! Cluster::is_enabled() || Cluster::local_node_type() != Cluster::MANAGER )
+	if ( Cluster::local_node_type() != Cluster::MANAGER )
 		return;
 
 	if ( label !in conn_log_labels )
@@ -61,7 +64,7 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
     orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
     duration: interval, handshake: bool, closed: bool, complete: bool) &priority=-5
 	{
-	if ( ! is_remote_event() || ! Cluster::is_enabled() || ! keeps_evidence() )
+	if ( ! is_remote_event() || ! keeps_evidence() )
 		return;
 
 @if ( Version::at_least("7.1") )
@@ -78,3 +81,4 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
 
 	keep_evidence(uid, evidence_topic_for(orig_h, resp_h), ev);
 	}
+@endif

@@ -73,6 +73,11 @@ export {
 	## evidence.zeek calls it for every flow recorded on this node.
 	global deliver_evidence: function(uid: string, topic: string, ev: EvidenceMessage);
 
+	## Whether evidence on *topic* would be published or kept now; if not
+	## (reading a trace with no bridge subscribed) it is counted as unsent
+	## and evidence.zeek does not make it ready for publication.
+	global evidence_wanted: function(topic: string): bool;
+
 	## The flow *uid* has its verdict: stop keeping its evidence.
 	global evidence_answered: function(uid: string);
 
@@ -143,6 +148,17 @@ function keeps_evidence(): bool
 	       ( ! reading_traces() || pcap_wait_for_bridge );
 	}
 
+# keeps_evidence() and whether every flow is published (a worker, or keeping
+# off), as of zeek_init: they are asked once per flow.
+global keeping = F;
+global publishing_all = F;
+
+event zeek_init() &priority=10
+	{
+	keeping = keeps_evidence();
+	publishing_all = ! keep_unanswered || ! is_bridge_node();
+	}
+
 function publish_message(topic: string, ev: EvidenceMessage)
 	{
 @if ( Version::at_least("7.1") )
@@ -182,16 +198,25 @@ function keep_evidence(uid: string, topic: string, ev: EvidenceMessage): bool
 	return T;
 	}
 
+function evidence_wanted(topic: string): bool
+	{
+	if ( publishing_all || keeping || bridge_subscribed(topic) )
+		return T;
+
+	Telemetry::counter_inc(unsent_c);
+	return F;
+	}
+
 function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 	{
-	if ( ! keep_unanswered || ! is_bridge_node() )
+	if ( publishing_all )
 		{
 		# A worker (the manager keeps the copy it receives), or keeping is off.
 		publish_message(topic, ev);
 		return;
 		}
 
-	local kept = keeps_evidence() && keep_evidence(uid, topic, ev);
+	local kept = keeping && keep_evidence(uid, topic, ev);
 
 	if ( bridge_subscribed(topic) )
 		{
@@ -203,7 +228,7 @@ function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 	# Without a bridge, publishing would serialise the event for nobody.
 	if ( kept )
 		Telemetry::counter_inc(held_c);
-	else if ( keeps_evidence() )
+	else if ( keeping )
 		# The table is full: send it anyway, a bridge may just be subscribing.
 		publish_message(topic, ev);
 	else

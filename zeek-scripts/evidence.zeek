@@ -1,9 +1,12 @@
 ##! Bounded early-connection evidence (docs/evidence.md), published once per
 ##! flow as :zeek:see:`MSEWatch::flow_evidence`.
 ##!
-##! Per-packet script work is the main cost, so the packet handlers return on
-##! their first line once a connection's budget is spent: ``tcp_packet`` for
-##! TCP and ``udp_contents`` for UDP (docs/zeek.md explains the choice).
+##! Recording: with the package's native recorder (the ``MSEWatch::Evidence``
+##! plugin in plugin/, built by zkg when a compiler is there) the per-packet
+##! work is done in C++ and the scripts see one event per flow.  Without it
+##! the scripts record from ``tcp_packet`` (TCP) and ``udp_contents`` (UDP),
+##! returning on their first line once a connection's budget is spent.  Both
+##! record the same evidence (docs/zeek.md, "Native recording").
 
 @load ./main
 @load ./delivery
@@ -45,6 +48,9 @@ export {
 		orig_heads: vector of string   &default=vector();
 		## Hex heads of the responder's first payload packets.
 		resp_heads: vector of string   &default=vector();
+		## Signed direction runs, set by the native recorder; without it
+		## they are derived from ``sizes`` at publication.
+		bursts:     vector of int      &optional;
 	};
 
 	## Called once per connection right after its evidence was published.
@@ -71,6 +77,8 @@ redef record connection += {
 redef udp_content_deliver_all_orig = T;
 redef udp_content_deliver_all_resp = T;
 
+@ifndef ( MSEWatch::__take_evidence )
+# --- Script recording (no native recorder) -----------------------------------
 global max_age_reached: event(c: connection);
 
 # What follows runs once per payload-bearing packet of a flow that is still
@@ -130,6 +138,7 @@ function record_payload(c: connection, is_orig: bool, len: count, payload: strin
 	return n + 1 >= max_packets;
 	}
 
+@endif
 # Signed direction runs of the recorded sizes.
 function bursts_of(sizes: vector of int): vector of int
 	{
@@ -151,23 +160,6 @@ function bursts_of(sizes: vector of int): vector of int
 	return bursts;
 	}
 
-function is_tcp(c: connection): bool
-	{
-	return get_port_transport_proto(c$id$resp_p) == tcp;
-	}
-
-# TCP: SYN from the originator ("S") and SYN/ACK from the responder ("h").
-function handshake_seen(c: connection): bool
-	{
-	return is_tcp(c) && "S" in c$history && "h" in c$history;
-	}
-
-# TCP: FIN or RST from either side.
-function close_seen(c: connection): bool
-	{
-	return is_tcp(c) && (/[FfRr]/ in c$history);
-	}
-
 function publish_evidence(c: connection, ending: bool)
 	{
 	c$msewatch_done = T;
@@ -178,6 +170,13 @@ function publish_evidence(c: connection, ending: bool)
 	# place (verified on Zeek 8.0.10).
 	if ( ! ending && connection_exists(c$id) )
 		lookup_connection(c$id);
+
+@ifdef ( MSEWatch::__take_evidence )
+	# The native recorder hands over what it recorded (at the removal it
+	# already has).
+	if ( ! ending )
+		MSEWatch::__take_evidence(c);
+@endif
 
 	local ev: Evidence;
 	if ( c?$msewatch_ev )
@@ -195,13 +194,20 @@ function publish_evidence(c: connection, ending: bool)
 		}
 
 	local id = c$id;
+	local h = c$history;
+	# TCP only: handshake = SYN from the originator ("S") and SYN/ACK from
+	# the responder ("h"); closed = FIN or RST from either side.
+	local tcp_flow = get_port_transport_proto(id$resp_p) == tcp;
+
 	event MSEWatch::flow_evidence(evidence_version, c$uid, community_id_v1(id),
 	    id$orig_h, id$orig_p, id$resp_h, id$resp_p, c$start_time,
-	    ev$sizes, ev$times, bursts_of(ev$sizes), ev$orig_heads, ev$resp_heads,
+	    ev$sizes, ev$times, ev?$bursts ? ev$bursts : bursts_of(ev$sizes),
+	    ev$orig_heads, ev$resp_heads,
 	    c$orig?$num_pkts ? c$orig$num_pkts : 0,
 	    c$resp?$num_pkts ? c$resp$num_pkts : 0,
 	    c$orig$size, c$resp$size, c$duration,
-	    handshake_seen(c), close_seen(c), T);
+	    tcp_flow && "S" in h && "h" in h,
+	    tcp_flow && ("F" in h || "f" in h || "R" in h || "r" in h), T);
 
 	hook evidence_published(c, ending);
 	}
@@ -224,6 +230,14 @@ function publish_now(c: connection)
 		publish_evidence(c, F);
 	}
 
+@ifdef ( MSEWatch::__take_evidence )
+# The native recorder spent the budget at a packet, or max_age passed.
+event MSEWatch::native_budget_spent(c: connection)
+	{
+	if ( ! c$msewatch_done )
+		publish_evidence(c, F);
+	}
+@else
 event tcp_packet(c: connection, is_orig: bool, flags: string, seq: count, ack: count,
                  len: count, payload: string)
 	{
@@ -249,6 +263,8 @@ event max_age_reached(c: connection)
 		publish_evidence(c, F);
 	}
 
+@endif
+
 # A TCP flow is complete once both sides sent FIN or one sent RST: publish
 # then, not when Zeek removes the connection (tcp_close_delay later), as the
 # extractor does.  The verdict is then usually back before conn.log is
@@ -271,6 +287,7 @@ event connection_rejected(c: connection)
 		publish_evidence(c, F);
 	}
 
+@ifndef ( MSEWatch::__take_evidence )
 # Zeek swaps orig and resp when it learns it guessed them wrong (for example
 # a SYN/ACK seen before the SYN); keep the signs relative to the new orig.
 event connection_flipped(c: connection)
@@ -286,6 +303,7 @@ event connection_flipped(c: connection)
 	ev$orig_heads = ev$resp_heads;
 	ev$resp_heads = heads;
 	}
+@endif
 
 # The end of every TCP/UDP flow not yet published, with or without payload.
 # A plain handler, not a Conn::RemovalHook: nearly every connection is
@@ -312,6 +330,12 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
 		return;
 
 	local topic = evidence_topic_for(orig_h, resp_h);
+
+	# Reading a trace with no bridge: nothing is published nor kept, so
+	# nothing needs to be made ready for publication.
+	if ( ! evidence_wanted(topic) )
+		return;
+
 @if ( Version::at_least("7.1") )
 	deliver_evidence(uid, topic, Cluster::make_event(MSEWatch::flow_evidence, version, uid,
 	    community_id, orig_h, orig_p, resp_h, resp_p, ts, sizes, times, bursts, orig_heads,

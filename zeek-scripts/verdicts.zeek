@@ -143,8 +143,6 @@ global unsolicited_verdicts_c = Telemetry::counter_with(Telemetry::register_coun
     Telemetry::MetricOpts($prefix="msewatch", $unit="", $name="verdicts_unsolicited",
     $help_text="Flow verdicts logged for a uid whose evidence this node was not keeping")));
 
-global attach_conn_label: Conn::RemovalHook;
-
 event zeek_init() &priority=5
 	{
 	Log::create_stream(MSEWatch::LOG, Log::Stream($columns=Info, $ev=log_msewatch,
@@ -216,6 +214,7 @@ hook Log::log_stream_policy(rec: any, id: Log::ID)
 
 event zeek_init() &priority=-5
 	{
+
 	conn_log_waits = conn_log_delay > 0 secs && |conn_log_labels| > 0 &&
 	                 (Cluster::is_enabled() || wants_listener());
 
@@ -244,15 +243,17 @@ hook evidence_published(c: connection, ending: bool)
 	if ( |conn_log_labels| == 0 )
 		return;
 
-	# Also when *ending*: evidence.zeek publishes at removal before the
-	# removal hooks run, so attach_conn_label still runs for it.
+	# Also when *ending*: evidence.zeek publishes at removal (priority -2),
+	# before the handler below.
 	awaiting_label[c$uid] = "";
-	Conn::register_removal_hook(c, attach_conn_label);
 	}
 
-hook attach_conn_label(c: connection)
+# Copies the label into conn.log (written at priority -5) if it arrived; a
+# handler for all connections rather than a Conn::RemovalHook per flow, which
+# would cost a set per connection: the first test decides for most.
+event connection_state_remove(c: connection) &priority=-4
 	{
-	if ( c$uid !in awaiting_label )
+	if ( ! c$msewatch_done || c$uid !in awaiting_label )
 		return;
 
 	local label = awaiting_label[c$uid];

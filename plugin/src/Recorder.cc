@@ -1,0 +1,316 @@
+// See Recorder.h. The recording rules mirror record_payload() in
+// zeek-scripts/evidence.zeek line by line: keep the two in step.
+
+#include "Recorder.h"
+
+#include <algorithm>
+
+#include <zeek/Conn.h>
+#include <zeek/Event.h>
+#include <zeek/EventRegistry.h>
+#include <zeek/ID.h>
+#include <zeek/IP.h>
+#include <zeek/NetVar.h>
+#include <zeek/RunState.h>
+#include <zeek/Timer.h>
+#include <zeek/Type.h>
+#include <zeek/Val.h>
+#include <zeek/analyzer/Manager.h>
+#include <zeek/packet_analysis/protocol/tcp/TCPSessionAdapter.h>
+
+namespace zeek::plugin::MSEWatch_Evidence {
+
+namespace {
+
+// What the recorder needs from script-land, resolved once after the scripts are parsed.
+struct ScriptNames {
+    bool active = false;
+    zeek::Tag tag;
+    int ev_field = -1; // connection$msewatch_ev
+    zeek::RecordTypePtr ev_type;
+    int f_sizes = -1, f_times = -1, f_runs = -1, f_orig_heads = -1, f_resp_heads = -1, f_bursts = -1;
+    zeek::VectorTypePtr int_vec, interval_vec, string_vec;
+    zeek::EventHandlerPtr budget_spent;
+    zeek::detail::IDPtr max_packets, max_bursts, head_bytes, udp_heads, max_age, publish_at_max_age;
+};
+
+ScriptNames names;
+
+zeek::detail::IDPtr find_option(const char* name) {
+    auto id = zeek::detail::global_scope() ? zeek::id::find(name) : nullptr;
+    return id && id->GetVal() ? id : nullptr;
+}
+
+uint64_t count_of(const zeek::detail::IDPtr& id) { return id->GetVal()->AsCount(); }
+
+void lower_hex(const u_char* data, int n, std::string& out) {
+    static const char digits[] = "0123456789abcdef";
+    out.resize(2 * n);
+    for ( int i = 0; i < n; ++i ) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 0x0f];
+    }
+}
+
+} // namespace
+
+bool Recorder::Configure() {
+    names = ScriptNames{};
+
+    const auto& conn_type = zeek::id::find_type<zeek::RecordType>("connection");
+    int field = conn_type ? conn_type->FieldOffset("msewatch_ev") : -1;
+    if ( field < 0 )
+        return false; // the package's scripts are not loaded
+
+    auto ev_type = zeek::cast_intrusive<zeek::RecordType>(conn_type->GetFieldType(field));
+    auto handler = zeek::event_registry->Lookup("MSEWatch::native_budget_spent");
+    if ( ! ev_type || ! handler || ! handler->GetFunc() )
+        return false; // the scripts record themselves (no handler for our event)
+
+    names.ev_field = field;
+    names.ev_type = ev_type;
+    names.f_sizes = ev_type->FieldOffset("sizes");
+    names.f_times = ev_type->FieldOffset("times");
+    names.f_runs = ev_type->FieldOffset("runs");
+    names.f_orig_heads = ev_type->FieldOffset("orig_heads");
+    names.f_resp_heads = ev_type->FieldOffset("resp_heads");
+    names.f_bursts = ev_type->FieldOffset("bursts");
+    if ( names.f_sizes < 0 || names.f_times < 0 || names.f_runs < 0 || names.f_orig_heads < 0 ||
+         names.f_resp_heads < 0 || names.f_bursts < 0 ) {
+        zeek::reporter->Error("MSEWatch::Evidence: MSEWatch::Evidence lacks a field the plugin fills");
+        return false;
+    }
+
+    names.int_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_sizes));
+    names.interval_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_times));
+    names.string_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_orig_heads));
+
+    names.max_packets = find_option("MSEWatch::max_packets");
+    names.max_bursts = find_option("MSEWatch::max_bursts");
+    names.head_bytes = find_option("MSEWatch::head_bytes");
+    names.udp_heads = find_option("MSEWatch::udp_heads");
+    names.max_age = find_option("MSEWatch::max_age");
+    names.publish_at_max_age = find_option("MSEWatch::publish_at_max_age");
+    if ( ! names.max_packets || ! names.max_bursts || ! names.head_bytes || ! names.udp_heads ||
+         ! names.max_age || ! names.publish_at_max_age ) {
+        zeek::reporter->Error("MSEWatch::Evidence: an MSEWatch budget option is missing");
+        return false;
+    }
+
+    names.budget_spent = handler;
+    names.tag = zeek::analyzer_mgr->GetComponentTag("MSEWATCH_EVIDENCE");
+    names.active = static_cast<bool>(names.tag);
+    return names.active;
+}
+
+bool Recorder::Active() { return names.active; }
+
+Recorder::Recorder(zeek::Connection* conn, bool arg_is_tcp, bool arg_record_orig, bool arg_record_resp)
+    : zeek::analyzer::Analyzer(names.tag, conn),
+      is_tcp(arg_is_tcp),
+      record_orig(arg_record_orig),
+      record_resp(arg_record_resp) {}
+
+zeek::analyzer::Analyzer* Recorder::Instantiate(zeek::Connection* conn) {
+    // Only for completeness (the analyzer manager's factory): Attach() is the way in.
+    bool tcp = conn->ConnTransport() == TRANSPORT_TCP;
+    return new Recorder(conn, tcp, true, true);
+}
+
+void Recorder::Attach(zeek::Connection* conn) {
+    if ( ! names.active || ! zeek::analyzer_mgr->IsEnabled(names.tag) )
+        return;
+
+    auto* adapter = conn->GetSessionAdapter();
+    if ( ! adapter )
+        return;
+
+    switch ( conn->ConnTransport() ) {
+        case TRANSPORT_TCP: {
+            // A packet child, like ConnSize: it sees every packet, reassembled or not.
+            auto* tcp = static_cast<zeek::packet_analysis::TCP::TCPSessionAdapter*>(adapter);
+            auto* r = new Recorder(conn, true, true, true);
+            tcp->AddChildPacketAnalyzer(r);
+            r->Init();
+            break;
+        }
+
+        case TRANSPORT_UDP: {
+            // The script fallback records the datagrams udp_contents delivers: all of a
+            // direction when udp_content_deliver_all_<direction> is set.
+            bool orig = zeek::detail::udp_content_deliver_all_orig;
+            bool resp = zeek::detail::udp_content_deliver_all_resp;
+            if ( orig || resp )
+                adapter->AddChildAnalyzer(new Recorder(conn, false, orig, resp));
+            break;
+        }
+
+        default: break;
+    }
+}
+
+Recorder* Recorder::Of(zeek::Connection* conn) {
+    if ( ! names.active )
+        return nullptr;
+
+    return static_cast<Recorder*>(conn->FindAnalyzer(names.tag));
+}
+
+void Recorder::Start() {
+    started = true;
+    sizes.reserve(8);
+    times.reserve(8);
+
+    if ( names.publish_at_max_age->GetVal()->AsBool() )
+        ADD_ANALYZER_TIMER(&Recorder::MaxAgeReached,
+                           zeek::run_state::network_time + names.max_age->GetVal()->AsInterval(), true,
+                           zeek::detail::TIMER_SCHEDULE);
+}
+
+void Recorder::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_t seq, const zeek::IP_Hdr* ip,
+                             int caplen) {
+    // len is the captured payload; the recorded size is the header's payload length (what
+    // tcp_packet calls len), for UDP what udp_contents delivers (the captured payload).
+    int size = len;
+    if ( is_tcp ) {
+        if ( ip && ip->TotalLen() != 0 )
+            size = static_cast<int>(ip->PayloadLen()) - static_cast<int>(data - ip->Payload());
+    }
+    else if ( ! (is_orig ? record_orig : record_resp) )
+        return;
+
+    if ( size <= 0 )
+        return;
+
+    if ( ! started )
+        Start();
+
+    double age = zeek::run_state::network_time - Conn()->StartTime();
+
+    if ( age > names.max_age->GetVal()->AsInterval() ) {
+        BudgetSpent();
+        return;
+    }
+
+    size_t n = sizes.size();
+
+    if ( n == 0 || (sizes[n - 1] > 0) != is_orig ) {
+        // The packet opens a direction run.
+        if ( runs >= count_of(names.max_bursts) ) {
+            BudgetSpent();
+            return;
+        }
+
+        ++runs;
+    }
+
+    sizes.push_back(is_orig ? size : -static_cast<int64_t>(size));
+
+    auto& heads = is_orig ? orig_heads : resp_heads;
+    uint64_t heads_per_direction = is_tcp ? 1 : count_of(names.udp_heads);
+    if ( heads.size() < heads_per_direction ) {
+        uint64_t keep = std::min<uint64_t>(count_of(names.head_bytes), 256);
+        int n_bytes = static_cast<int>(std::min<uint64_t>(keep, static_cast<uint64_t>(std::max(len, 0))));
+        lower_hex(data, n_bytes, heads.emplace_back());
+    }
+
+    times.push_back(age);
+
+    if ( n + 1 >= count_of(names.max_packets) )
+        BudgetSpent();
+}
+
+void Recorder::MaxAgeReached(double /* t */) {
+    if ( ! taken )
+        BudgetSpent();
+}
+
+void Recorder::BudgetSpent() {
+    Take();
+
+    if ( names.budget_spent )
+        EnqueueConnEvent(names.budget_spent, ConnVal());
+}
+
+void Recorder::Take() {
+    if ( taken )
+        return;
+
+    taken = true;
+    SetSkip(true);
+
+    if ( ! started )
+        return; // no payload: the scripts publish an empty Evidence
+
+    auto ev = zeek::make_intrusive<zeek::RecordVal>(names.ev_type);
+
+    // Sizes, and the signed direction runs they form (bursts_of() in the scripts).
+    auto v_sizes = zeek::make_intrusive<zeek::VectorVal>(names.int_vec);
+    auto v_bursts = zeek::make_intrusive<zeek::VectorVal>(names.int_vec);
+    v_sizes->Reserve(sizes.size());
+    v_bursts->Reserve(runs);
+    int64_t burst = 0;
+    for ( auto s : sizes ) {
+        v_sizes->Append(zeek::val_mgr->Int(s));
+        if ( burst != 0 && (burst > 0) != (s > 0) ) {
+            v_bursts->Append(zeek::val_mgr->Int(burst));
+            burst = 0;
+        }
+        burst += s;
+    }
+    if ( burst != 0 )
+        v_bursts->Append(zeek::val_mgr->Int(burst));
+
+    auto v_times = zeek::make_intrusive<zeek::VectorVal>(names.interval_vec);
+    v_times->Reserve(times.size());
+    for ( auto t : times )
+        v_times->Append(zeek::make_intrusive<zeek::IntervalVal>(t));
+
+    auto v_orig = zeek::make_intrusive<zeek::VectorVal>(names.string_vec);
+    for ( auto& h : orig_heads )
+        v_orig->Append(zeek::make_intrusive<zeek::StringVal>(h));
+
+    auto v_resp = zeek::make_intrusive<zeek::VectorVal>(names.string_vec);
+    for ( auto& h : resp_heads )
+        v_resp->Append(zeek::make_intrusive<zeek::StringVal>(h));
+
+    ev->Assign(names.f_sizes, std::move(v_sizes));
+    ev->Assign(names.f_times, std::move(v_times));
+    ev->Assign(names.f_runs, zeek::val_mgr->Count(runs));
+    ev->Assign(names.f_bursts, std::move(v_bursts));
+    ev->Assign(names.f_orig_heads, std::move(v_orig));
+    ev->Assign(names.f_resp_heads, std::move(v_resp));
+
+    Conn()->GetVal()->Assign(names.ev_field, std::move(ev));
+
+    std::vector<int64_t>().swap(sizes);
+    std::vector<double>().swap(times);
+    std::vector<std::string>().swap(orig_heads);
+    std::vector<std::string>().swap(resp_heads);
+}
+
+void Recorder::FlipRoles() {
+    zeek::analyzer::Analyzer::FlipRoles();
+
+    // Keep the signs and heads relative to the new originator (connection_flipped in the
+    // script fallback does the same).
+    if ( taken )
+        return;
+
+    for ( auto& s : sizes )
+        s = -s;
+
+    std::swap(orig_heads, resp_heads);
+    std::swap(record_orig, record_resp);
+}
+
+void Recorder::Done() {
+    // The connection is being removed: connection_state_remove, raised right after this,
+    // publishes what is in connection$msewatch_ev.
+    if ( ! taken )
+        Take();
+
+    zeek::analyzer::Analyzer::Done();
+}
+
+} // namespace zeek::plugin::MSEWatch_Evidence
