@@ -328,6 +328,8 @@ function raise_host_notice(host: addr, score: double, probability: double,
 	                    $suppress_for=notice_suppression));
 	}
 
+# One flow verdict: msewatch.log, the notice, the conn.log label.  Runs for
+# every verdict the bridge sends, so it does the cheap tests first.
 event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     resp_p: port, label: string, protocol: string, probability: double,
     reasons: vector of string, decided_at: time, decided_at_packet: count)
@@ -341,29 +343,28 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	add logged_verdicts[uid];
 
 	if ( uid in unanswered )
-		evidence_answered(uid);
-	else if ( keeps_evidence() )
+		delete unanswered[uid];
+	else if ( keeping )
 		# After a Zeek restart, or for an expired or unkept flow.
 		Telemetry::counter_inc(unsolicited_verdicts_c);
 
-	if ( ! is_protocol_guess(protocol) )
-		protocol = "";
-
+	local guess = protocol != "" && protocol != "unknown";
 	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
 	local rec = Info($ts=decided_at, $uid=uid, $id=id, $kind="flow", $label=label,
 	                 $probability=probability, $reasons=reasons,
 	                 $decided_at=decided_at, $decided_at_packet=decided_at_packet);
-	if ( protocol != "" )
+	if ( guess )
 		rec$protocol = protocol;
 
 	Log::write(MSEWatch::LOG, rec);
 
 	if ( label == "p2p_likely" )
-		raise_flow_notice(uid, id, protocol, probability, reasons);
+		raise_flow_notice(uid, id, guess ? protocol : "", probability, reasons);
 
 	# In a cluster the connection lives on a worker: cluster.zeek sends it there.
-	if ( ! Cluster::is_enabled() && label in conn_log_labels )
-		remember_conn_label(uid, conn_label_of(label, protocol));
+	if ( (uid in awaiting_label || uid in held_conn_writes) &&
+	     label in conn_log_labels && ! Cluster::is_enabled() )
+		remember_conn_label(uid, guess ? label + ":" + protocol : label);
 	}
 
 event MSEWatch::host_verdict(host: addr, label: string, score: double,
