@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DEMO    ?= tests/data/corpus/mse_rc4_libtorrent_transmission.pcap
 
-.PHONY: demo test setup system-deps bench lint zeek-test fuzz clean
+.PHONY: demo test setup system-deps bench lint zeek-test fuzz plugin clean
 
 # Two stamps: `make demo` needs only the package and its runtime dependencies (.venv/.base);
 # `make setup` / `make test` add the test extra (pytest, btest, playwright ...: .venv/.test).
@@ -44,10 +44,26 @@ ifeq ($(strip $(ZEEK_BIN)),)
 	@echo "Zeek tests skipped: no Zeek installed (no zeek on PATH or at /opt/zeek/bin/zeek)"
 	$(BIN)/pytest -q --ignore=tests/test_zeek_real.py
 else
+	@$(MAKE) --no-print-directory plugin
 	PATH="$(dir $(ZEEK_BIN)):$$PATH" $(BIN)/pytest -q
 endif
 
+# The native evidence recorder (plugin/, a Zeek plugin) in ./build, where the tests, the
+# benchmark and zkg find it. With a C++ compiler and cmake a failed build is an error;
+# without them one line says so and the Zeek tests run the script recorder only.
+plugin:
+ifeq ($(strip $(ZEEK_BIN)),)
+	@echo "native recorder not built: no Zeek installed"
+else
+	@if command -v cmake >/dev/null 2>&1 && command -v "$${CXX:-c++}" >/dev/null 2>&1; then \
+		PATH="$(dir $(ZEEK_BIN)):$$PATH" MSEWATCH_PLUGIN=required plugin/build.sh; \
+	else \
+		echo "native recorder not built: no C++ compiler or cmake (the Zeek tests run the script recorder only)"; \
+	fi
+endif
+
 bench: setup system-deps
+	@$(MAKE) --no-print-directory plugin
 	$(BIN)/python benchmarks/run_all.py
 
 zeek-test: setup

@@ -1,12 +1,16 @@
-"""The Zeek package on a real Zeek (zeek on PATH, or /opt/zeek/bin/zeek): the btest suite,
-end-to-end parity with the pcap path on a few captures, the Zeek benchmark's smoke run, and
-`zkg install` running the package's test_command.
+"""The Zeek package on a real Zeek (zeek on PATH, or /opt/zeek/bin/zeek): the btest suite with
+the script recorder and with the native recorder (plugin/, built into build/ by `make plugin`),
+the two recorders' evidence on the whole corpus, end-to-end parity with the pcap path on a few
+captures, the Zeek benchmark's smoke run, and `zkg install` building the plugin and running the
+package's test_command.
 
 Without a Zeek the whole module is skipped; `make test` leaves it out and says so in one line.
+Without a built plugin (no compiler) the native-recorder tests are skipped with that reason.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,20 +32,87 @@ if ZEEK is None:
     pytest.skip("no Zeek installed (no zeek on PATH or at /opt/zeek/bin/zeek)", allow_module_level=True)
 
 
-def zeek_env() -> dict[str, str]:
-    """Zeek's bin directory and the venv's (btest, msewatch, zkg) first on PATH."""
-    return dict(os.environ, PATH=f"{Path(ZEEK).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}")
+PLUGIN = REPO / "build"
 
 
-def test_btest_suite_passes(capsys):
-    """The whole btest suite (tests/zeek); its per-test lines go to the terminal, so the CI log
-    shows which Zeek ran which test."""
+def plugin_built() -> bool:
+    return (PLUGIN / "__zeek_plugin__").exists() and any((PLUGIN / "lib").glob("*.so"))
+
+
+def zeek_env(recorder: str = "script") -> dict[str, str]:
+    """Zeek's bin directory and the venv's (btest, msewatch, zkg) first on PATH; the native
+    recorder on the plugin path for recorder="native", no plugin path otherwise."""
+    env = dict(os.environ, PATH=f"{Path(ZEEK).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}")
+    env["ZEEK_PLUGIN_PATH"] = str(PLUGIN) if recorder == "native" else ""
+    return env
+
+
+def need(recorder: str) -> None:
+    if recorder == "native" and not plugin_built():
+        pytest.skip("native recorder not built (make plugin; needs cmake and a C++ compiler)")
+
+
+def loads_plugin(env: dict[str, str]) -> bool:
+    out = subprocess.run([ZEEK, "-N"], capture_output=True, text=True, env=env).stdout
+    return "MSEWatch::Evidence" in out
+
+
+@pytest.mark.parametrize("recorder", ["script", "native"])
+def test_btest_suite_passes(capsys, recorder):
+    """The whole btest suite (tests/zeek), with each recorder; its per-test lines go to the
+    terminal, so the CI log shows which Zeek ran which test."""
+    need(recorder)
+    env = zeek_env(recorder)
+    assert loads_plugin(env) == (recorder == "native")
     proc = subprocess.run([str(REPO / "tests" / "zeek" / "run")], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=1800, env=zeek_env())
+                          stderr=subprocess.STDOUT, text=True, timeout=1800, env=env)
     with capsys.disabled():
-        print("\n" + proc.stdout.rstrip())
+        print(f"\n[{recorder} recorder] " + proc.stdout.rstrip())
     assert proc.returncode == 0, proc.stdout[-8000:]
     assert "tests successful" in proc.stdout
+
+
+def dump_evidence(pcap: Path, recorder: str) -> dict:
+    """Zeek's flow_evidence for `pcap` (dump-evidence.zeek), by proto, endpoints and start."""
+    proc = subprocess.run([ZEEK, "-C", "-r", str(pcap), str(REPO / "zeek-scripts"),
+                           str(REPO / "tests" / "zeek" / "Scripts" / "dump-evidence.zeek"), "MSEWatch::listen=F"],
+                          capture_output=True, text=True, timeout=600, env=zeek_env(recorder))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = {}
+    for line in proc.stdout.splitlines():
+        ev = json.loads(line)
+        ev.pop("uid")
+        key = (ev["proto"], ev["orig_h"], ev["orig_p"], ev["resp_h"], ev["resp_p"], ev["ts"])
+        assert key not in out, f"evidence published twice for {key}"
+        out[key] = ev
+    return out
+
+
+COUNTERS = ("orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "duration")
+
+
+def test_native_and_script_recorders_agree_on_the_corpus():
+    """Every corpus flow gets the same evidence from the native recorder as from the script
+    recorder: sizes, times, bursts, heads, flags, all of it. Only the counters, a snapshot at
+    publication, may differ, and only on HTTP-port flows (the script recorder publishes from
+    tcp_packet before ConnSize has counted the packet there; docs/zeek.md)."""
+    need("native")
+    pcaps = sorted((REPO / "tests" / "data" / "corpus").glob("*.pcap"))
+    assert pcaps
+    flows = counter_diffs = 0
+    for pcap in pcaps:
+        script, native = dump_evidence(pcap, "script"), dump_evidence(pcap, "native")
+        assert script.keys() == native.keys(), pcap.name
+        for key, s in script.items():
+            n = native[key]
+            flows += 1
+            diff = sorted(f for f in s if s[f] != n.get(f))
+            assert not [f for f in diff if f not in COUNTERS], (pcap.name, key, {f: (s[f], n[f]) for f in diff})
+            if diff:
+                counter_diffs += 1
+                assert key[4] == 80, (pcap.name, key, {f: (s[f], n[f]) for f in diff})
+    assert flows >= 400
+    assert counter_diffs <= flows // 20
 
 
 # One capture of each kind; tools/zeek_parity.py without arguments runs the whole corpus.
@@ -57,12 +128,14 @@ PARITY_CAPTURES = [
 
 
 def test_end_to_end_parity_with_the_pcap_path(capsys):
-    """zeek -r with the package and `msewatch run` as the bridge give every connection the
-    evidence of `msewatch evidence` and the flow label of `msewatch analyze`; msewatch.log holds
-    each verdict once and every TCP/UDP connection has its label in conn.log."""
+    """zeek -r with the package (the native recorder when it is built, as zkg installs it) and
+    `msewatch run` as the bridge give every connection the evidence of `msewatch evidence` and
+    the flow label of `msewatch analyze`; msewatch.log holds each verdict once and every TCP/UDP
+    connection has its label in conn.log."""
     pcaps = [str(REPO / "tests" / "data" / "corpus" / name) for name in PARITY_CAPTURES]
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "zeek_parity.py"), *pcaps],
-                          capture_output=True, text=True, timeout=1800, env=zeek_env())
+                          capture_output=True, text=True, timeout=1800,
+                          env=zeek_env("native" if plugin_built() else "script"))
     with capsys.disabled():
         print("\n" + proc.stdout.rstrip())
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
@@ -74,12 +147,32 @@ def test_zeek_benchmark_smoke_run():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_zeek.py"), "--smoke"],
                           capture_output=True, text=True, timeout=900, env=zeek_env())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "flow verdicts for" in proc.stdout and "bridge" in proc.stdout
+    assert "script+bridge run:" in proc.stdout and "flow verdicts for" in proc.stdout
+    if plugin_built():
+        assert "native+bridge run:" in proc.stdout
+
+
+def test_plugin_build_falls_back_without_a_compiler(tmp_path):
+    """plugin/build.sh (zkg's build_command) without a usable compiler: one line saying the
+    package records in script-land, exit 0 and no build/ left (zkg then installs the scripts
+    only); with MSEWATCH_PLUGIN=required the same is an error."""
+    src = tmp_path / "pkg"
+    shutil.copytree(REPO / "plugin", src / "plugin")
+    env = dict(zeek_env(), CXX="/nonexistent/c++")
+    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "native recorder not built (no C++ compiler" in proc.stderr
+    assert not (src / "build").exists()
+    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
+                          env=dict(env, MSEWATCH_PLUGIN="required"))
+    assert proc.returncode != 0
+    assert "native recorder not built" in proc.stderr
 
 
 def test_zkg_install_runs_the_package_tests(tmp_path):
     """`zkg install` of the package as it is in this tree (a git snapshot: zkg installs from
-    git), with a throwaway zkg state and no package source, runs test_command green."""
+    git), with a throwaway zkg state and no package source, builds the native recorder (when
+    there is a compiler) and runs test_command green."""
     zkg = VENV_BIN / "zkg"
     if not zkg.exists():
         pytest.fail("zkg not found: it is in the [test] extra (make setup)")
@@ -109,3 +202,9 @@ def test_zkg_install_runs_the_package_tests(tmp_path):
     assert f'Installed "{pkg}"' in out, out
     assert "tests successful" in btest_out, f"test_command did not run the btest suite:\n{btest_out[-2000:]}"
     assert (state / "script_dir" / "packages" / "msewatch" / "__load__.zeek").exists()
+    # build_command built the native recorder, which zkg installed beside the scripts
+    if shutil.which("cmake") and shutil.which(os.environ.get("CXX", "c++")):
+        installed = state / "plugin_dir" / "packages" / "msewatch"
+        assert (installed / "__zeek_plugin__").exists(), out[-4000:]
+        env = dict(zeek_env(), ZEEK_PLUGIN_PATH=str(installed))
+        assert loads_plugin(env)

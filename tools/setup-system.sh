@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests and benchmarks run for real: Suricata 7 from
 # Debian bookworm-backports, ndpiReader (libndpi-bin), jq, tcpdump, Chromium, logrotate, and
-# promtool (only that binary, taken from Debian's prometheus package). Idempotent.
+# promtool (only that binary, taken from Debian's prometheus package), and libpcap-dev (Zeek's
+# headers include pcap.h: building the Zeek package's plugin needs it). Idempotent.
 # The backports source reuses the archive URI of the machine's own Debian source: no mirror
 # host name is ever written here.
 set -euo pipefail
@@ -40,6 +41,7 @@ command -v openssl >/dev/null || need+=(openssl)         # the wss:// bridge tes
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v logrotate >/dev/null || need+=(logrotate)      # contrib/logrotate/msewatch under a running bridge
 command -v promtool >/dev/null || need+=(promtool)        # checks the bridge's metric names
+[ -e /usr/include/pcap.h ] || need+=(libpcap-dev)         # Zeek's headers, for the package's plugin (make plugin)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "setup-system: missing ${need[*]}; run as root on Debian to install (tests needing them will skip)" >&2

@@ -69,6 +69,9 @@ redef record connection += {
 	msewatch_ev: Evidence &optional;
 	## Set once the evidence was published: the packet handlers return at once.
 	msewatch_done: bool &default=F;
+	## Script recorder: when Zeek flipped the TCP connection (see
+	## ``connection_flipped`` below).
+	msewatch_flipped_at: time &optional;
 };
 
 # udp_contents is raised only for the ports or directions asked for; we need
@@ -241,7 +244,21 @@ event MSEWatch::native_budget_spent(c: connection)
 event tcp_packet(c: connection, is_orig: bool, flags: string, seq: count, ack: count,
                  len: count, payload: string)
 	{
-	if ( len == 0 || c$msewatch_done )
+	if ( c$msewatch_done )
+		return;
+
+	if ( c?$msewatch_flipped_at )
+		{
+		# Zeek flipped the connection while processing this packet, before
+		# it raised this event with the old is_orig (TCP_Endpoint's
+		# CheckHistory, a SYN/SYN-ACK reversal).
+		if ( c$msewatch_flipped_at == network_time() )
+			is_orig = ! is_orig;
+
+		delete c$msewatch_flipped_at;
+		}
+
+	if ( len == 0 )
 		return;
 
 	if ( record_payload(c, is_orig, len, payload, 1) )
@@ -292,7 +309,17 @@ event connection_rejected(c: connection)
 # a SYN/ACK seen before the SYN); keep the signs relative to the new orig.
 event connection_flipped(c: connection)
 	{
-	if ( c$msewatch_done || ! c?$msewatch_ev )
+	if ( c$msewatch_done )
+		return;
+
+	# A TCP flip inside Zeek's TCP state machine is raised before tcp_packet
+	# of the same packet, whose is_orig is still the old one: tcp_packet
+	# turns it round.  (A flip by an application analyzer comes after that
+	# tcp_packet, which was right then; the mirroring below covers it.)
+	if ( get_port_transport_proto(c$id$resp_p) == tcp )
+		c$msewatch_flipped_at = network_time();
+
+	if ( ! c?$msewatch_ev )
 		return;
 
 	local ev = c$msewatch_ev;

@@ -3,6 +3,8 @@
 
 #include "Recorder.h"
 
+#include <netinet/udp.h>
+
 #include <algorithm>
 
 #include <zeek/Conn.h>
@@ -176,8 +178,22 @@ void Recorder::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_t
         if ( ip && ip->TotalLen() != 0 )
             size = static_cast<int>(ip->PayloadLen()) - static_cast<int>(data - ip->Payload());
     }
-    else if ( ! (is_orig ? record_orig : record_resp) )
-        return;
+    else {
+        // An analyzer before us may have flipped the connection while handling this very
+        // datagram (DNS does when the first message is a response); is_orig is then the
+        // old direction. The datagram's own source decides. (TCP corrects is_orig for
+        // packet children itself.)
+        if ( ip && len >= 0 ) {
+            const auto* up = reinterpret_cast<const struct udphdr*>(data - sizeof(struct udphdr));
+            bool from_orig = ip->SrcAddr() == Conn()->OrigAddr() && up->uh_sport == Conn()->OrigPort();
+            bool from_resp = ip->SrcAddr() == Conn()->RespAddr() && up->uh_sport == Conn()->RespPort();
+            if ( from_orig != from_resp )
+                is_orig = from_orig;
+        }
+
+        if ( ! (is_orig ? record_orig : record_resp) )
+            return;
+    }
 
     if ( size <= 0 )
         return;
@@ -244,27 +260,29 @@ void Recorder::Take() {
 
     auto ev = zeek::make_intrusive<zeek::RecordVal>(names.ev_type);
 
-    // Sizes, and the signed direction runs they form (bursts_of() in the scripts).
-    auto v_sizes = zeek::make_intrusive<zeek::VectorVal>(names.int_vec);
-    auto v_bursts = zeek::make_intrusive<zeek::VectorVal>(names.int_vec);
-    v_sizes->Reserve(sizes.size());
-    v_bursts->Reserve(runs);
+    // Sizes, and the signed direction runs they form (bursts_of() in the scripts), built
+    // as raw values: no Val per element.
+    std::vector<std::optional<zeek::ZVal>> z_sizes, z_bursts, z_times;
+    z_sizes.reserve(sizes.size());
+    z_bursts.reserve(runs);
+    z_times.reserve(times.size());
     int64_t burst = 0;
     for ( auto s : sizes ) {
-        v_sizes->Append(zeek::val_mgr->Int(s));
+        z_sizes.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(s)));
         if ( burst != 0 && (burst > 0) != (s > 0) ) {
-            v_bursts->Append(zeek::val_mgr->Int(burst));
+            z_bursts.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(burst)));
             burst = 0;
         }
         burst += s;
     }
     if ( burst != 0 )
-        v_bursts->Append(zeek::val_mgr->Int(burst));
-
-    auto v_times = zeek::make_intrusive<zeek::VectorVal>(names.interval_vec);
-    v_times->Reserve(times.size());
+        z_bursts.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(burst)));
     for ( auto t : times )
-        v_times->Append(zeek::make_intrusive<zeek::IntervalVal>(t));
+        z_times.emplace_back(zeek::ZVal(t));
+
+    auto v_sizes = zeek::make_intrusive<zeek::VectorVal>(names.int_vec, &z_sizes);
+    auto v_bursts = zeek::make_intrusive<zeek::VectorVal>(names.int_vec, &z_bursts);
+    auto v_times = zeek::make_intrusive<zeek::VectorVal>(names.interval_vec, &z_times);
 
     auto v_orig = zeek::make_intrusive<zeek::VectorVal>(names.string_vec);
     for ( auto& h : orig_heads )

@@ -10,6 +10,10 @@ Three flows whose evidence can be derived by hand:
 
 `FLOWS` describes them for check_evidence.py; `python3 make_pcap.py OUT.pcap`
 writes the capture.
+
+`python3 make_pcap.py --flip OUT.pcap` writes FLIP_FLOW alone instead: a TCP
+connection whose first packet seen is the SYN/ACK; Zeek takes the SYN/ACK sender
+as originator and flips the connection at the client's first data packet.
 """
 
 from __future__ import annotations
@@ -81,6 +85,23 @@ REFUSED_FLOW = {
 
 FLOWS = [MSE_FLOW, DHT_FLOW, REFUSED_FLOW]
 
+# "orig" is the client, which Zeek makes the originator once it has flipped the connection.
+FLIP_FLOW = {
+    "proto": "tcp",
+    "orig": ("10.0.1.1", 50000),
+    "resp": ("10.0.1.2", 7000),
+    "start": BASE_TS + 1.0,
+    "packets": [
+        (0.000, False, "SA", b""),
+        (0.010, True, "PA", b"C" * 100),  # the flip happens at this packet
+        (0.020, False, "PA", b"S" * 200),
+        (0.030, True, "PA", b"c" * 50),
+        (0.040, True, "FA", b""),
+        (0.050, False, "FA", b""),
+        (0.060, True, "A", b""),
+    ],
+}
+
 _TCP_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
 
 
@@ -136,8 +157,8 @@ def frames(flow) -> list[tuple[float, bytes]]:
     return out
 
 
-def write_pcap(path: str) -> None:
-    packets = sorted((ts, frame) for flow in FLOWS for ts, frame in frames(flow))
+def write_pcap(path: str, flows=None) -> None:
+    packets = sorted((ts, frame) for flow in (flows or FLOWS) for ts, frame in frames(flow))
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for ts, frame in packets:
@@ -148,4 +169,7 @@ def write_pcap(path: str) -> None:
 
 
 if __name__ == "__main__":
-    write_pcap(sys.argv[1] if len(sys.argv) > 1 else "tiny.pcap")
+    args = sys.argv[1:]
+    flip = "--flip" in args
+    args = [a for a in args if a != "--flip"]
+    write_pcap(args[0] if args else "tiny.pcap", [FLIP_FLOW] if flip else None)
