@@ -2,12 +2,14 @@
 
 Drives tools/zeek_live.py (network namespaces, `zeek -i`, `msewatch run`, the corpus
 replayed onto a veth pair). Needs root and Zeek; skips in one line otherwise. About a
-minute per test on 2 cores; docs/zeek.md has the numbers of the longer runs.
+minute per test on 2 cores; docs/zeek.md has the numbers of the longer runs. Zeek runs
+with the package's native recorder when it is built (`make plugin`), as zkg installs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +29,20 @@ pytestmark = [
 ]
 
 
+PLUGIN = REPO / "build"
+
+
 def live(tmp_path: Path, *args: str) -> list[dict]:
     out = tmp_path / "counts.json"
+    env = dict(os.environ)
+    if (PLUGIN / "__zeek_plugin__").exists():
+        env["ZEEK_PLUGIN_PATH"] = str(PLUGIN)
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "zeek_live.py"), *args, "--workdir", str(tmp_path / "runs"), "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     assert r.returncode == 0, f"zeek_live.py failed:\n{r.stdout}\n{r.stderr}"
     print(r.stdout)
