@@ -41,8 +41,7 @@ export {
 		sizes:      vector of int      &default=vector();
 		## Time since the flow's first packet of each recorded packet.
 		times:      vector of interval &default=vector();
-		## Direction runs recorded so far (bursts are derived from
-		## ``sizes`` at publication).
+		## Direction runs recorded so far.
 		runs:       count              &default=0;
 		## Hex heads of the originator's first payload packets.
 		orig_heads: vector of string   &default=vector();
@@ -64,7 +63,8 @@ export {
 }
 
 redef record connection += {
-	## Evidence being recorded; set at the first payload-bearing packet and
+	## Evidence being recorded: set at the first payload-bearing packet by
+	## the script recorder, or when the native recorder hands it over;
 	## unset at publication.
 	msewatch_ev: Evidence &optional;
 	## Set once the evidence was published: the packet handlers return at once.
