@@ -198,12 +198,16 @@ function keep_evidence(uid: string, topic: string, ev: EvidenceMessage): bool
 	return T;
 	}
 
+# Flows counted as unsent since the last Telemetry::sync (a trace read with no
+# bridge has one per flow: cheaper to add them up at collection time).
+global unsent_pending = 0;
+
 function evidence_wanted(topic: string): bool
 	{
 	if ( publishing_all || keeping || bridge_subscribed(topic) )
 		return T;
 
-	Telemetry::counter_inc(unsent_c);
+	++unsent_pending;
 	return F;
 	}
 
@@ -263,6 +267,12 @@ function unanswered_expired(t: table[string] of Unanswered, uid: string): interv
 hook Telemetry::sync()
 	{
 	Telemetry::gauge_set(unanswered_g, |unanswered|);
+
+	if ( unsent_pending > 0 )
+		{
+		Telemetry::counter_inc(unsent_c, 1.0 * unsent_pending);
+		unsent_pending = 0;
+		}
 	}
 
 # Publishes the next batch of resend_queue; schedules the rest.  Reading a

@@ -60,7 +60,10 @@ function terminate_when_answered()
 event zeek_init() &priority=-10
 	{
 	if ( ! wants_bridge() )
+		{
+		disable_event_group("msewatch-pcap-bridge");
 		return;
+		}
 
 	if ( ! exit_only_after_terminate )
 		Reporter::warning("MSEWatch: pcap_wait_for_bridge without exit_only_after_terminate=T: Zeek exits at the end of the trace, before the last verdicts arrive");
@@ -78,6 +81,7 @@ event zeek_init() &priority=-10
 	Log::set_max_delay_queue_size(Conn::LOG, 10000000);
 @else
 	Reporter::warning("MSEWatch: pcap_wait_for_bridge needs Zeek 7.2 or later; not waiting");
+	disable_event_group("msewatch-pcap-bridge");
 @endif
 	}
 
@@ -92,13 +96,16 @@ event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscript
 	}
 @endif
 
-event new_connection(c: connection)
+# The handlers below run per connection or per verdict; they are in an event
+# group that zeek_init disables unless Zeek reads a trace for a bridge.
+
+event new_connection(c: connection) &group="msewatch-pcap-bridge"
 	{
 	if ( track_open_flows )
 		open_flows[c$uid] = c$id;
 	}
 
-hook evidence_published(c: connection, ending: bool)
+hook evidence_published(c: connection, ending: bool) &group="msewatch-pcap-bridge"
 	{
 	if ( ! track_open_flows )
 		return;
@@ -107,7 +114,7 @@ hook evidence_published(c: connection, ending: bool)
 	add awaiting_verdict[c$uid];
 	}
 
-event connection_state_remove(c: connection)
+event connection_state_remove(c: connection) &group="msewatch-pcap-bridge"
 	{
 	if ( track_open_flows && c$uid in open_flows )
 		delete open_flows[c$uid];
@@ -116,6 +123,7 @@ event connection_state_remove(c: connection)
 event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     resp_p: port, label: string, protocol: string, probability: double,
     reasons: vector of string, decided_at: time, decided_at_packet: count) &priority=-10
+    &group="msewatch-pcap-bridge"
 	{
 	if ( uid !in awaiting_verdict )
 		return;

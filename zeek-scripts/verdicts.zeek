@@ -199,7 +199,9 @@ function conn_write_released(rec: any, id: Log::ID): bool
 	return T;
 	}
 
-hook Log::log_stream_policy(rec: any, id: Log::ID)
+# Runs for every write to every log: in an event group that zeek_init
+# disables where conn.log entries do not wait for verdicts.
+hook Log::log_stream_policy(rec: any, id: Log::ID) &group="msewatch-conn-log-delay"
 	{
 	if ( id != Conn::LOG || ! conn_log_waits )
 		return;
@@ -220,6 +222,8 @@ event zeek_init() &priority=-5
 
 	if ( conn_log_waits )
 		Log::set_max_delay_interval(Conn::LOG, conn_log_delay);
+	else
+		disable_event_group("msewatch-conn-log-delay");
 	}
 # ---------------------------------------------------------------------------
 
