@@ -142,6 +142,7 @@ function record_payload(c: connection, is_orig: bool, len: count, payload: strin
 	}
 
 @endif
+@ifndef ( MSEWatch::__publish_native )
 # Signed direction runs of the recorded sizes.
 function bursts_of(sizes: vector of int): vector of int
 	{
@@ -162,9 +163,15 @@ function bursts_of(sizes: vector of int): vector of int
 
 	return bursts;
 	}
+@endif
 
 function publish_evidence(c: connection, ending: bool)
 	{
+@ifdef ( MSEWatch::__publish_native )
+	# The native recorder's plugin does all of the below (the same steps) in
+	# C++: it is run once per flow.
+	MSEWatch::__publish_native(c, ending);
+@else
 	c$msewatch_done = T;
 
 	# Counters, duration and history as of now: the record handed to a
@@ -173,13 +180,6 @@ function publish_evidence(c: connection, ending: bool)
 	# place (verified on Zeek 8.0.10).
 	if ( ! ending && connection_exists(c$id) )
 		lookup_connection(c$id);
-
-@ifdef ( MSEWatch::__take_evidence )
-	# The native recorder hands over what it recorded (at the removal it
-	# already has).
-	if ( ! ending )
-		MSEWatch::__take_evidence(c);
-@endif
 
 	local ev: Evidence;
 	if ( c?$msewatch_ev )
@@ -213,6 +213,7 @@ function publish_evidence(c: connection, ending: bool)
 	    tcp_flow && ("F" in h || "f" in h || "R" in h || "r" in h), T);
 
 	hook evidence_published(c, ending);
+@endif
 	}
 
 # Whether the flow's evidence is recorded at all: TCP, and UDP unless UDP

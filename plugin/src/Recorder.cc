@@ -17,6 +17,7 @@
 #include <zeek/Timer.h>
 #include <zeek/Type.h>
 #include <zeek/Val.h>
+#include <zeek/Func.h>
 #include <zeek/analyzer/Manager.h>
 #include <zeek/packet_analysis/protocol/tcp/TCPSessionAdapter.h>
 
@@ -34,6 +35,15 @@ struct ScriptNames {
     zeek::VectorTypePtr int_vec, interval_vec, string_vec;
     zeek::EventHandlerPtr budget_spent;
     zeek::detail::IDPtr max_packets, max_bursts, head_bytes, udp_heads, max_age, publish_at_max_age;
+
+    // Publication (Publish()).
+    zeek::EventHandlerPtr flow_evidence;
+    zeek::FuncPtr published_hook, community_id;
+    zeek::detail::IDPtr publish_payloadless, evidence_version;
+    int c_done = -1, c_id = -1, c_uid = -1, c_start = -1, c_duration = -1, c_history = -1, c_orig = -1,
+        c_resp = -1;
+    int e_size = -1, e_num_pkts = -1;
+    int id_orig_h = -1, id_orig_p = -1, id_resp_h = -1, id_resp_p = -1;
 };
 
 ScriptNames names;
@@ -100,6 +110,38 @@ bool Recorder::Configure() {
     }
 
     names.budget_spent = handler;
+
+    // What Publish() reads and raises.
+    names.flow_evidence = zeek::event_registry->Lookup("MSEWatch::flow_evidence");
+    names.published_hook = zeek::id::find_func("MSEWatch::evidence_published");
+    names.community_id = zeek::id::find_func("community_id_v1");
+    names.publish_payloadless = find_option("MSEWatch::publish_payloadless");
+    names.evidence_version = find_option("MSEWatch::evidence_version");
+    names.c_done = conn_type->FieldOffset("msewatch_done");
+    names.c_id = conn_type->FieldOffset("id");
+    names.c_uid = conn_type->FieldOffset("uid");
+    names.c_start = conn_type->FieldOffset("start_time");
+    names.c_duration = conn_type->FieldOffset("duration");
+    names.c_history = conn_type->FieldOffset("history");
+    names.c_orig = conn_type->FieldOffset("orig");
+    names.c_resp = conn_type->FieldOffset("resp");
+    const auto& endpoint = zeek::id::find_type<zeek::RecordType>("endpoint");
+    const auto& conn_id = zeek::id::find_type<zeek::RecordType>("conn_id");
+    names.e_size = endpoint ? endpoint->FieldOffset("size") : -1;
+    names.e_num_pkts = endpoint ? endpoint->FieldOffset("num_pkts") : -1;
+    names.id_orig_h = conn_id ? conn_id->FieldOffset("orig_h") : -1;
+    names.id_orig_p = conn_id ? conn_id->FieldOffset("orig_p") : -1;
+    names.id_resp_h = conn_id ? conn_id->FieldOffset("resp_h") : -1;
+    names.id_resp_p = conn_id ? conn_id->FieldOffset("resp_p") : -1;
+    if ( ! names.flow_evidence || ! names.published_hook || ! names.community_id || ! names.publish_payloadless ||
+         ! names.evidence_version || names.c_done < 0 || names.c_id < 0 || names.c_uid < 0 || names.c_start < 0 ||
+         names.c_duration < 0 || names.c_history < 0 || names.c_orig < 0 || names.c_resp < 0 || names.e_size < 0 ||
+         names.e_num_pkts < 0 || names.id_orig_h < 0 || names.id_orig_p < 0 || names.id_resp_h < 0 ||
+         names.id_resp_p < 0 ) {
+        zeek::reporter->Error("MSEWatch::Evidence: a name the native publication needs is missing");
+        return false;
+    }
+
     names.tag = zeek::analyzer_mgr->GetComponentTag("MSEWATCH_EVIDENCE");
     names.active = static_cast<bool>(names.tag);
     return names.active;
@@ -305,6 +347,84 @@ void Recorder::Take() {
     std::vector<double>().swap(times);
     std::vector<std::string>().swap(orig_heads);
     std::vector<std::string>().swap(resp_heads);
+}
+
+void Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending) {
+    // Mirrors publish_evidence() in evidence.zeek (the script recorder's), step by step.
+    c->Assign(names.c_done, zeek::val_mgr->True());
+
+    if ( ! ending && conn && conn->IsInSessionTable() ) {
+        // Counters, duration and history as of now (the record handed to an event was
+        // filled in when the event was raised); GetVal() refreshes it in place.
+        conn->GetVal();
+
+        if ( auto* r = Of(conn) )
+            r->Take();
+    }
+
+    zeek::RecordValPtr ev;
+    if ( c->HasField(names.ev_field) ) {
+        ev = c->GetField<zeek::RecordVal>(names.ev_field);
+        c->Remove(names.ev_field);
+    }
+    else {
+        // No payload was ever seen.
+        if ( ! names.publish_payloadless->GetVal()->AsBool() )
+            return;
+
+        ev = zeek::make_intrusive<zeek::RecordVal>(names.ev_type);
+    }
+
+    auto id = c->GetField<zeek::RecordVal>(names.c_id);
+    auto resp_p = id->GetField<zeek::PortVal>(names.id_resp_p);
+    bool tcp = resp_p->IsTCP();
+    const auto* h = c->GetField<zeek::StringVal>(names.c_history)->AsString();
+    auto has = [h](char x) { return memchr(h->Bytes(), x, h->Len()) != nullptr; };
+    bool handshake = tcp && has('S') && has('h');
+    bool closed = tcp && (has('F') || has('f') || has('R') || has('r'));
+
+    auto orig = c->GetField<zeek::RecordVal>(names.c_orig);
+    auto resp = c->GetField<zeek::RecordVal>(names.c_resp);
+    auto num_pkts = [](const zeek::RecordValPtr& e) {
+        return e->HasField(names.e_num_pkts) ? e->GetField(names.e_num_pkts) : zeek::val_mgr->Count(0);
+    };
+
+    zeek::Args cid_args{id, zeek::val_mgr->Count(0), zeek::val_mgr->True()}; // seed 0, base64
+    auto cid = names.community_id->Invoke(&cid_args);
+
+    auto vec = [&ev](int field, const zeek::VectorTypePtr& t) -> zeek::ValPtr {
+        if ( ev->HasField(field) )
+            return ev->GetField(field);
+        return zeek::make_intrusive<zeek::VectorVal>(t);
+    };
+
+    zeek::Args args;
+    args.reserve(21);
+    args.emplace_back(names.evidence_version->GetVal());
+    args.emplace_back(c->GetField(names.c_uid));
+    args.emplace_back(cid ? cid : zeek::make_intrusive<zeek::StringVal>(""));
+    args.emplace_back(id->GetField(names.id_orig_h));
+    args.emplace_back(id->GetField(names.id_orig_p));
+    args.emplace_back(id->GetField(names.id_resp_h));
+    args.emplace_back(resp_p);
+    args.emplace_back(c->GetField(names.c_start));
+    args.emplace_back(vec(names.f_sizes, names.int_vec));
+    args.emplace_back(vec(names.f_times, names.interval_vec));
+    args.emplace_back(vec(names.f_bursts, names.int_vec));
+    args.emplace_back(vec(names.f_orig_heads, names.string_vec));
+    args.emplace_back(vec(names.f_resp_heads, names.string_vec));
+    args.emplace_back(num_pkts(orig));
+    args.emplace_back(num_pkts(resp));
+    args.emplace_back(orig->GetField(names.e_size));
+    args.emplace_back(resp->GetField(names.e_size));
+    args.emplace_back(c->GetField(names.c_duration));
+    args.emplace_back(zeek::val_mgr->Bool(handshake));
+    args.emplace_back(zeek::val_mgr->Bool(closed));
+    args.emplace_back(zeek::val_mgr->True());
+    zeek::event_mgr.Enqueue(names.flow_evidence, std::move(args));
+
+    zeek::Args hook_args{c, zeek::val_mgr->Bool(ending)};
+    names.published_hook->Invoke(&hook_args);
 }
 
 void Recorder::FlipRoles() {

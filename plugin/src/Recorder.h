@@ -39,6 +39,13 @@ public:
     // Attaches a recorder to conn if it is a recorded TCP/UDP connection.
     static void Attach(zeek::Connection* conn);
 
+    // publish_evidence() of evidence.zeek in C++ (MSEWatch::__publish_native): marks the
+    // connection published, refreshes its record (unless `ending`), takes the evidence,
+    // raises MSEWatch::flow_evidence and runs the MSEWatch::evidence_published hook.
+    // `conn` is null once the Connection is gone (bifcl hands a connection argument over as
+    // the Connection it came from).
+    static void Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending);
+
     // The recorder of conn, if it has one.
     static Recorder* Of(zeek::Connection* conn);
 
