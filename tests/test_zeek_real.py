@@ -72,11 +72,12 @@ def test_btest_suite_passes(capsys, recorder):
     assert "tests successful" in proc.stdout
 
 
-def dump_evidence(pcap: Path, recorder: str) -> dict:
-    """Zeek's flow_evidence for `pcap` (dump-evidence.zeek), by proto, endpoints and start."""
+def dump_evidence(pcap: Path, recorder: str, workdir: Path) -> dict:
+    """Zeek's flow_evidence for `pcap` (dump-evidence.zeek), by proto, endpoints and start.
+    Zeek writes its logs into `workdir`."""
     proc = subprocess.run([ZEEK, "-C", "-r", str(pcap), str(REPO / "zeek-scripts"),
                            str(REPO / "tests" / "zeek" / "Scripts" / "dump-evidence.zeek"), "MSEWatch::listen=F"],
-                          capture_output=True, text=True, timeout=600, env=zeek_env(recorder))
+                          capture_output=True, text=True, timeout=600, env=zeek_env(recorder), cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = {}
     for line in proc.stdout.splitlines():
@@ -91,7 +92,7 @@ def dump_evidence(pcap: Path, recorder: str) -> dict:
 COUNTERS = ("orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "duration")
 
 
-def test_native_and_script_recorders_agree_on_the_corpus():
+def test_native_and_script_recorders_agree_on_the_corpus(tmp_path):
     """Every corpus flow gets the same evidence from the native recorder as from the script
     recorder: sizes, times, bursts, heads, flags, all of it. Only the counters, a snapshot at
     publication, may differ, and only on HTTP-port flows (the script recorder publishes from
@@ -101,7 +102,7 @@ def test_native_and_script_recorders_agree_on_the_corpus():
     assert pcaps
     flows = counter_diffs = 0
     for pcap in pcaps:
-        script, native = dump_evidence(pcap, "script"), dump_evidence(pcap, "native")
+        script, native = dump_evidence(pcap, "script", tmp_path), dump_evidence(pcap, "native", tmp_path)
         assert script.keys() == native.keys(), pcap.name
         for key, s in script.items():
             n = native[key]
