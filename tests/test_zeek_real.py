@@ -154,20 +154,50 @@ def test_zeek_benchmark_smoke_run():
 
 
 def test_plugin_build_falls_back_without_a_compiler(tmp_path):
-    """plugin/build.sh (zkg's build_command) without a usable compiler: one line saying the
-    package records in script-land, exit 0 and no build/ left (zkg then installs the scripts
-    only); with MSEWATCH_PLUGIN=required the same is an error."""
+    """plugin/build.sh (zkg's build_command) without a usable compiler, or without the headers
+    Zeek's include: one line saying the package records in script-land, exit 0 and no build/
+    left (zkg then installs the scripts only); the same with MSEWATCH_PLUGIN=strict (make
+    plugin); with MSEWATCH_PLUGIN=required it is an error."""
     src = tmp_path / "pkg"
     shutil.copytree(REPO / "plugin", src / "plugin")
     env = dict(zeek_env(), CXX="/nonexistent/c++")
-    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "native recorder not built (no C++ compiler" in proc.stderr
-    assert not (src / "build").exists()
+    for mode in ("auto", "strict"):
+        proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
+                              env=dict(env, MSEWATCH_PLUGIN=mode))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert "native recorder not built (no C++ compiler" in proc.stderr
+        assert not (src / "build").exists()
     proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
                           env=dict(env, MSEWATCH_PLUGIN="required"))
     assert proc.returncode != 0
     assert "native recorder not built" in proc.stderr
+    # a "compiler" that finds no header: the headers Zeek's include are missing
+    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
+                          env=dict(env, CXX="false", MSEWATCH_PLUGIN="strict"))
+    assert proc.returncode == 0, proc.stderr
+    assert "native recorder not built (no <pcap.h> <openssl/ssl.h>" in proc.stderr
+    assert not (src / "build").exists()
+
+
+def test_plugin_build_failure_is_an_error_in_strict_mode(tmp_path):
+    """With every tool there, a failed compile: MSEWATCH_PLUGIN=strict (make plugin, CI) exits
+    non-zero with the compiler's output; the default (zkg) falls back to script-land."""
+    if not (shutil.which("cmake") and shutil.which(os.environ.get("CXX", "c++"))):
+        pytest.skip("no cmake or C++ compiler")
+    src = tmp_path / "pkg"
+    shutil.copytree(REPO / "plugin", src / "plugin")
+    with open(src / "plugin" / "src" / "Recorder.cc", "a") as f:
+        f.write("\nthis is not C++;\n")
+    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
+                          env=dict(zeek_env(), MSEWATCH_PLUGIN="strict"), timeout=600)
+    assert proc.returncode != 0
+    assert "this is not C++" in proc.stderr and "native recorder not built (compile failed)" in proc.stderr
+    assert not (src / "build").exists()
+    proc = subprocess.run(["sh", "plugin/build.sh"], cwd=src, capture_output=True, text=True,
+                          env=zeek_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "native recorder not built (compile failed)" in proc.stderr
 
 
 def test_zkg_install_runs_the_package_tests(tmp_path):
