@@ -2,7 +2,8 @@
 # Installs the system programs the tests and benchmarks run for real: Suricata 7 from
 # Debian bookworm-backports, ndpiReader (libndpi-bin), jq, tcpdump, Chromium, logrotate, and
 # promtool (only that binary, taken from Debian's prometheus package), and libpcap-dev (Zeek's
-# headers include pcap.h: building the Zeek package's plugin needs it). Idempotent.
+# headers include pcap.h: building the Zeek package's plugin needs it), and when a Zeek is
+# installed the plugin's other build needs: cmake, g++, libssl-dev. Idempotent.
 # The backports source reuses the archive URI of the machine's own Debian source: no mirror
 # host name is ever written here.
 set -euo pipefail
@@ -42,6 +43,11 @@ command -v openssl >/dev/null || need+=(openssl)         # the wss:// bridge tes
 command -v logrotate >/dev/null || need+=(logrotate)      # contrib/logrotate/msewatch under a running bridge
 command -v promtool >/dev/null || need+=(promtool)        # checks the bridge's metric names
 [ -e /usr/include/pcap.h ] || need+=(libpcap-dev)         # Zeek's headers, for the package's plugin (make plugin)
+if command -v zeek >/dev/null || [ -x /opt/zeek/bin/zeek ]; then   # the rest of what make plugin needs
+  command -v cmake >/dev/null || need+=(cmake)
+  command -v c++ >/dev/null || need+=(g++)
+  [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev) # Zeek's CMake config requires OpenSSL
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "setup-system: missing ${need[*]}; run as root on Debian to install (tests needing them will skip)" >&2
