@@ -349,7 +349,11 @@ void Recorder::Take() {
     std::vector<std::string>().swap(resp_heads);
 }
 
-void Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending) {
+bool Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending) {
+    // Configure() failed (its error says why): none of the names below were resolved.
+    if ( ! names.active )
+        return false;
+
     // Mirrors publish_evidence() in evidence.zeek (the script recorder's), step by step.
     c->Assign(names.c_done, zeek::val_mgr->True());
 
@@ -370,7 +374,7 @@ void Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool
     else {
         // No payload was ever seen.
         if ( ! names.publish_payloadless->GetVal()->AsBool() )
-            return;
+            return true;
 
         ev = zeek::make_intrusive<zeek::RecordVal>(names.ev_type);
     }
@@ -425,6 +429,7 @@ void Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool
 
     zeek::Args hook_args{c, zeek::val_mgr->Bool(ending)};
     names.published_hook->Invoke(&hook_args);
+    return true;
 }
 
 void Recorder::FlipRoles() {

@@ -44,7 +44,8 @@ public:
     // raises MSEWatch::flow_evidence and runs the MSEWatch::evidence_published hook.
     // `conn` is null once the Connection is gone (bifcl hands a connection argument over as
     // the Connection it came from).
-    static void Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending);
+    // Returns false, doing nothing, when the recorder is not active (Configure() failed).
+    static bool Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending);
 
     // The recorder of conn, if it has one.
     static Recorder* Of(zeek::Connection* conn);
