@@ -4,6 +4,11 @@ Distinct remote IPs and ports are estimated with HyperLogLog (Apache DataSketche
 per time bucket so a window's count is the union of its live buckets. Evidence counters
 (P2P flows, encrypted peer-like flows, discovery) decay exponentially with a half-life,
 so a host that stopped sharing an hour ago drifts back towards normal.
+
+This is the reference model. The compiled one (msewatch/_decide.c HostModel) counts with the
+same HyperLogLog written in C (the library's estimates, tests/decide/test_hll_parity.py), so
+the library and numpy, which it loads, are imported only when this model or the compiled
+model's one rare case (`composite_estimate`) needs them.
 """
 
 from __future__ import annotations
@@ -11,14 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
-
-# datasketches loads numpy, whose OpenBLAS starts a thread per core that spins at start-up
-# (40 ms of CPU per process measured, and busy threads in the profile of a running bridge);
-# msewatch never multiplies a matrix. A value the user set is kept.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-from datasketches import hll_sketch, hll_union, tgt_hll_type  # noqa: E402
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..config import HostConfig
 from ..verdict import NORMAL_HOST, P2P_HOST, UNKNOWN
@@ -28,12 +26,41 @@ DISCOVERY = frozenset({"dht", "tracker", "lsd"})
 PEER_PROTOCOLS = frozenset({"bt_mse", "bt_plain", "utp"})
 
 
+if TYPE_CHECKING:
+    from datasketches import hll_sketch
+
+hll_sketch = hll_union = _HLL_4 = None  # the library's types, bound by _load_datasketches
+
+
+def _load_datasketches() -> None:
+    """Import Apache DataSketches (and numpy with it) on first use."""
+    global hll_sketch, hll_union, _HLL_4
+    if hll_sketch is not None:
+        return
+    # numpy's OpenBLAS starts a thread per core that spins at start-up (40 ms of CPU per
+    # process measured, and busy threads in the profile of a running bridge); msewatch never
+    # multiplies a matrix. A value the user set is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from datasketches import hll_sketch as sk, hll_union as un, tgt_hll_type
+
+    hll_sketch, hll_union, _HLL_4 = sk, un, tgt_hll_type.HLL_4
+
+
+def composite_estimate(image: bytes) -> float:
+    """The library's estimate of a serialized HLL_8 union gadget (the compiled host model's
+    union of two HLL-mode buckets: the composite estimator, whose interpolation table is the
+    library's; msewatch/_decide.c composite_estimate)."""
+    _load_datasketches()
+    return hll_sketch.deserialize(image).get_estimate()
+
+
 class _WindowedDistinct:
     """Approximate distinct count over a sliding window of `width` seconds."""
 
     __slots__ = ("width", "step", "lg_k", "buckets")
 
     def __init__(self, width: float, n_buckets: int, lg_k: int) -> None:
+        _load_datasketches()
         self.width = width
         self.step = width / n_buckets
         self.lg_k = lg_k
@@ -62,9 +89,6 @@ class _WindowedDistinct:
         for sk in self.buckets.values():
             u.update(sk)
         return u.get_estimate()
-
-
-_HLL_4 = tgt_hll_type.HLL_4
 
 
 class _Decaying:
