@@ -2491,13 +2491,345 @@ static PyTypeObject DeciderType = {
     .tp_doc = "Decider(params, scoring, weights, lsd_group): the compiled decider (score.flow.decide_flow in C)",
 };
 
+/* ------------------------------------------------------------------ distinct counts (HyperLogLog) */
+/* The host windows' distinct counts with the semantics of Apache DataSketches' HLL sketch and
+   union (the library score/host.py uses): the same hash (MurmurHash3_x64_128, seed 9001, over
+   the item's UTF-8 bytes), the same coupons (26-bit address, 6-bit value: leading zeros of the
+   second hash word + 1, at most 63), the same modes and promotions - a list of 8 coupons, an
+   open-addressed coupon set doubling at 3/4 up to 2^(lg_k-3) slots, then 2^lg_k registers with
+   the HIP estimator - and the union's rules for each pair of modes, so each estimate is the
+   library's for the same items in the same order (tests/decide/test_hll_parity.py compares
+   them in every mode). Written here because the library's Python objects were 4 of the 26 us a
+   bridge message cost and its import (numpy) half of `analyze`'s start-up (docs/performance.md).
+
+   Exact arithmetic where it matters: kxq0/kxq1 (the sums of 2^-register, split at 32) are
+   sums of dyadic numbers spanning < 53 bits, exact in any order, so a register array gives
+   the same sums however it was built; the HIP increments follow the update order, as in the
+   library. Coupon-mode estimates interpolate the expected number of distinct coupons
+   (tools/hll_constants.py derives the four knots and checks them against the library for
+   every count). One estimate is the library's own: a union whose gadget merged two HLL-mode
+   sketches (two buckets of one window, each past 3/4 of 2^(lg_k-3) distinct items: 96 at
+   lg_k 10) takes the composite estimator, whose interpolation table is the library's, so
+   the model hands that gadget to the `composite` callable (score/host.py composite_estimate). */
+
+enum { HLL_LIST, HLL_SET, HLL_ARR };
+
+typedef struct {
+    uint32_t *set;  /* HLL_SET: 1 << lgarr coupons, 0 = empty slot */
+    uint8_t *regs;  /* HLL_ARR: 1 << lg_k registers */
+    double hip, kxq0, kxq1;
+    uint32_t count; /* coupons held (list, set) */
+    uint32_t zeros; /* registers still 0 (arr) */
+    uint8_t mode, lgarr, ooo;
+    uint32_t list[8]; /* HLL_LIST: coupons in insertion order, 0 = free */
+} Hll;
+
+static double inv_pow2[64];
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* MurmurHash3_x64_128 (Austin Appleby's public-domain hash), blocks read little-endian */
+static void murmur3_128(const uint8_t *data, size_t len, uint64_t seed, uint64_t *o1, uint64_t *o2)
+{
+    const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
+    uint64_t h1 = seed, h2 = seed, k1, k2;
+    size_t nblocks = len / 16;
+    for (size_t i = 0; i < nblocks; i++) {
+        k1 = load_le64(data + 16 * i);
+        k2 = load_le64(data + 16 * i + 8);
+        k1 *= c1; k1 = rotl64(k1, 31); k1 *= c2; h1 ^= k1;
+        h1 = rotl64(h1, 27); h1 += h2; h1 = h1 * 5 + 0x52dce729;
+        k2 *= c2; k2 = rotl64(k2, 33); k2 *= c1; h2 ^= k2;
+        h2 = rotl64(h2, 31); h2 += h1; h2 = h2 * 5 + 0x38495ab5;
+    }
+    const uint8_t *tail = data + 16 * nblocks;
+    size_t t = len & 15;
+    k1 = k2 = 0;
+    for (size_t i = t; i > 8; i--) k2 ^= (uint64_t)tail[i - 1] << (8 * (i - 9));
+    if (t > 8) { k2 *= c2; k2 = rotl64(k2, 33); k2 *= c1; h2 ^= k2; }
+    for (size_t i = t < 8 ? t : 8; i > 0; i--) k1 ^= (uint64_t)tail[i - 1] << (8 * (i - 1));
+    if (t > 0) { k1 *= c1; k1 = rotl64(k1, 31); k1 *= c2; h1 ^= k1; }
+    h1 ^= (uint64_t)len; h2 ^= (uint64_t)len;
+    h1 += h2; h2 += h1;
+    h1 = fmix64(h1); h2 = fmix64(h2);
+    h1 += h2; h2 += h1;
+    *o1 = h1;
+    *o2 = h2;
+}
+
+/* the item's coupon; 0 for the empty string, which the library ignores */
+static uint32_t hll_coupon(const char *s, size_t n)
+{
+    if (n == 0) return 0;
+    uint64_t h1, h2;
+    murmur3_128((const uint8_t *)s, n, 9001, &h1, &h2);
+    int lz = 0;
+    while (lz < 64 && !(h2 & ((uint64_t)1 << (63 - lz)))) lz++;
+    uint32_t value = (uint32_t)(lz > 62 ? 62 : lz) + 1;
+    return (value << 26) | (uint32_t)(h1 & 0x3FFFFFF);
+}
+
+/* the coupon-mode estimate: cubic (Lagrange) interpolation of the expected number of
+   distinct coupons, at least the count itself; knots from tools/hll_constants.py */
+static const double COUPON_X[6] = {0.0, 1.0, 20.0, 400.0, 8000.0, 160000.0};
+static const double COUPON_Y[6] = {0.0, 1.0, 0x1.400000fd55564p+4, 0x1.900019fa01ef8p+8, 0x1.f4028af99e1f8p+12,
+                                   0x1.389fcdaad9296p+17};
+
+static double coupon_estimate(uint32_t count)
+{
+    double x = (double)count;
+    int o = x < 20.0 ? 0 : (x < 400.0 ? 1 : 2); /* counts stay below 8000 (lg_k <= 16) */
+    const double *X = COUPON_X + o, *Y = COUPON_Y + o;
+    double l0n = (x - X[1]) * (x - X[2]) * (x - X[3]), l1n = (x - X[0]) * (x - X[2]) * (x - X[3]),
+           l2n = (x - X[0]) * (x - X[1]) * (x - X[3]), l3n = (x - X[0]) * (x - X[1]) * (x - X[2]);
+    double l0d = (X[0] - X[1]) * (X[0] - X[2]) * (X[0] - X[3]), l1d = (X[1] - X[0]) * (X[1] - X[2]) * (X[1] - X[3]),
+           l2d = (X[2] - X[0]) * (X[2] - X[1]) * (X[2] - X[3]), l3d = (X[3] - X[0]) * (X[3] - X[1]) * (X[3] - X[2]);
+    double t0 = Y[0] * l0n / l0d, t1 = Y[1] * l1n / l1d, t2 = Y[2] * l2n / l2d, t3 = Y[3] * l3n / l3d;
+    double est = t0 + t1 + t2 + t3;
+    return est > x ? est : x; /* fmax(est, count) */
+}
+
+static void hll_init(Hll *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->mode = HLL_LIST;
+    h->lgarr = 3;
+}
+
+static void hll_free(Hll *h)
+{
+    PyMem_Free(h->set);
+    PyMem_Free(h->regs);
+    h->set = NULL;
+    h->regs = NULL;
+}
+
+static int hll_empty(const Hll *h, int lgk)
+{
+    return h->mode == HLL_ARR ? h->zeros == (1u << lgk) : h->count == 0;
+}
+
+/* the coupons of a list or set in the library's iteration order (array order, empties skipped) */
+static uint32_t *hll_coupons(Hll *h, uint32_t *n)
+{
+    if (h->mode == HLL_LIST) {
+        *n = 8;
+        return h->list;
+    }
+    *n = 1u << h->lgarr;
+    return h->set;
+}
+
+static inline void arr_update(Hll *h, int lgk, uint32_t c)
+{
+    uint32_t slot = c & ((1u << lgk) - 1);
+    uint8_t v = (uint8_t)(c >> 26), cur = h->regs[slot];
+    if (v > cur) {
+        h->regs[slot] = v;
+        if (!h->ooo) h->hip += (double)(1u << lgk) / (h->kxq0 + h->kxq1);
+        if (cur < 32) h->kxq0 -= inv_pow2[cur]; else h->kxq1 -= inv_pow2[cur];
+        if (v < 32) h->kxq0 += inv_pow2[v]; else h->kxq1 += inv_pow2[v];
+        h->zeros -= cur == 0;
+    }
+}
+
+/* the set's probe: the slot of `c`, or ~slot of the empty slot where it goes */
+static int64_t set_find(const uint32_t *set, int lgarr, uint32_t c)
+{
+    uint32_t mask = (1u << lgarr) - 1, probe = c & mask, start = probe;
+    do {
+        uint32_t at = set[probe];
+        if (at == 0) return ~(int64_t)probe;
+        if (at == c) return probe;
+        probe = (probe + (((c & 0x3FFFFFF) >> lgarr) | 1)) & mask;
+    } while (probe != start);
+    return INT64_MIN; /* full: cannot happen below 3/4 load */
+}
+
+/* list or set -> registers: every coupon in iteration order, then HIP = the coupon estimate */
+static int hll_to_arr(Hll *h, int lgk)
+{
+    uint32_t K = 1u << lgk, n;
+    uint8_t *regs = PyMem_Calloc(K, 1);
+    if (regs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    double est = coupon_estimate(h->count);
+    uint32_t *cs = hll_coupons(h, &n);
+    Hll a = {0};
+    a.mode = HLL_ARR;
+    a.regs = regs;
+    a.kxq0 = (double)K;
+    a.zeros = K;
+    for (uint32_t i = 0; i < n; i++)
+        if (cs[i]) arr_update(&a, lgk, cs[i]);
+    a.hip = est;
+    a.ooo = 0;
+    PyMem_Free(h->set);
+    *h = a;
+    return 0;
+}
+
+static int hll_update(Hll *h, int lgk, uint32_t c);
+
+static int set_insert(Hll *h, int lgk, uint32_t c)
+{
+    int64_t i = set_find(h->set, h->lgarr, c);
+    if (i >= 0) return 0; /* duplicate */
+    if (i == INT64_MIN) {
+        PyErr_SetString(PyExc_SystemError, "HLL coupon set full");
+        return -1;
+    }
+    h->set[~i] = c;
+    h->count++;
+    if (4 * h->count > 3 * (1u << h->lgarr)) {
+        if (h->lgarr == lgk - 3) return hll_to_arr(h, lgk);
+        int lg = h->lgarr + 1;
+        uint32_t *ns = PyMem_Calloc((size_t)1 << lg, sizeof(uint32_t));
+        if (ns == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (uint32_t k = 0; k < (1u << h->lgarr); k++)
+            if (h->set[k]) ns[~set_find(ns, lg, h->set[k])] = h->set[k];
+        PyMem_Free(h->set);
+        h->set = ns;
+        h->lgarr = (uint8_t)lg;
+    }
+    return 0;
+}
+
+/* hll_sketch.update / the union's coupon update */
+static int hll_update(Hll *h, int lgk, uint32_t c)
+{
+    if (c == 0) return 0;
+    if (h->mode == HLL_ARR) {
+        arr_update(h, lgk, c);
+        return 0;
+    }
+    if (h->mode == HLL_SET) return set_insert(h, lgk, c);
+    for (int i = 0; i < 8; i++) {
+        if (h->list[i] == 0) {
+            h->list[i] = c;
+            if (++h->count < 8) return 0;
+            if (lgk < 8) return hll_to_arr(h, lgk); /* list full */
+            uint32_t *set = PyMem_Calloc(32, sizeof(uint32_t));
+            if (set == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            uint32_t old[8];
+            memcpy(old, h->list, sizeof(old));
+            h->mode = HLL_SET;
+            h->set = set;
+            h->lgarr = 5;
+            h->count = 0;
+            memset(h->list, 0, sizeof(h->list));
+            for (int k = 0; k < 8; k++)
+                if (set_insert(h, lgk, old[k]) < 0) return -1;
+            return 0;
+        }
+        if (h->list[i] == c) return 0;
+    }
+    PyErr_SetString(PyExc_SystemError, "HLL coupon list full");
+    return -1;
+}
+
+/* a sketch's own estimate (never out of order: its items came one by one) */
+static double hll_estimate(const Hll *h) { return h->mode == HLL_ARR ? h->hip : coupon_estimate(h->count); }
+
+/* a copy of `s` (the union's copy of its first source) */
+static int hll_copy(Hll *dst, const Hll *s, int lgk)
+{
+    *dst = *s;
+    dst->set = NULL;
+    dst->regs = NULL;
+    if (s->set != NULL) {
+        size_t n = (size_t)1 << s->lgarr;
+        if ((dst->set = PyMem_Malloc(n * sizeof(uint32_t))) == NULL) goto nomem;
+        memcpy(dst->set, s->set, n * sizeof(uint32_t));
+    }
+    if (s->regs != NULL) {
+        if ((dst->regs = PyMem_Malloc((size_t)1 << lgk)) == NULL) goto nomem;
+        memcpy(dst->regs, s->regs, (size_t)1 << lgk);
+    }
+    return 0;
+nomem:
+    hll_free(dst);
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* hll_union(lg_k) over the window's sketches in bucket order, then get_estimate(): the rules of
+   the library's union for each pair of modes. `g` is the gadget, freed by the caller. */
+static int hll_union(Hll *const *src, int n, int lgk, Hll *g)
+{
+    hll_init(g);
+    for (int i = 0; i < n; i++) {
+        Hll *s = src[i];
+        if (hll_empty(s, lgk)) continue;
+        if (s->mode != HLL_ARR) {
+            if (g->mode != HLL_ARR && g->count == 0) {
+                if (hll_copy(g, s, lgk) < 0) return -1;
+            } else {
+                uint32_t k, *cs = hll_coupons(s, &k);
+                for (uint32_t j = 0; j < k; j++)
+                    if (cs[j] && hll_update(g, lgk, cs[j]) < 0) return -1;
+            }
+        } else if (g->mode != HLL_ARR) {
+            /* an HLL source into a list or set gadget: the source's registers, then the
+               gadget's coupons in order (in-order HIP); into an empty one: the source */
+            Hll a;
+            if (hll_copy(&a, s, lgk) < 0) return -1;
+            a.ooo = 0;
+            uint32_t k, *cs = hll_coupons(g, &k);
+            for (uint32_t j = 0; j < k; j++)
+                if (cs[j]) arr_update(&a, lgk, cs[j]);
+            hll_free(g);
+            *g = a;
+        } else {
+            /* HLL into HLL: registers merged, out of order from now on (composite estimate) */
+            uint32_t K = 1u << lgk;
+            for (uint32_t j = 0; j < K; j++) {
+                uint8_t v = s->regs[j], cur = g->regs[j];
+                if (v > cur) {
+                    g->regs[j] = v;
+                    if (cur < 32) g->kxq0 -= inv_pow2[cur]; else g->kxq1 -= inv_pow2[cur];
+                    if (v < 32) g->kxq0 += inv_pow2[v]; else g->kxq1 += inv_pow2[v];
+                    g->zeros -= cur == 0;
+                }
+            }
+            g->ooo = 1;
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the host model */
 /* score/host.py's HostModel in C, with the same HyperLogLog library (Apache DataSketches,
    called through its Python objects) and the same float arithmetic in the same order, so
    scores, labels and reasons are those of the Python model (tests/decide compare them). */
 
 static PyObject *int_1024, *int_1;
-static PyObject *s_update, *s_get_estimate, *s_dht, *s_tracker, *s_lsd, *s_p2p_host, *s_normal_host,
+static PyObject *s_dht, *s_tracker, *s_lsd, *s_p2p_host, *s_normal_host,
     *s_unknown_label, *s_discovery, *s_p2p_flow;
 
 /* CPython's float floor division (Objects/floatobject.c _float_div_mod), then int() */
@@ -2530,7 +2862,7 @@ static int floordiv_int(double vx, double wx, int64_t *out)
 
 typedef struct {
     int64_t b;
-    PyObject *sk;
+    Hll h;
 } Bucket;
 
 typedef struct {
@@ -2565,7 +2897,7 @@ struct HostModelObj {
     PyObject_HEAD
     PyObject *hosts;   /* dict: host -> HostState */
     PyObject *cfg;     /* HostConfig */
-    PyObject *sketch_type, *union_type, *hll4, *score_type, *bias_obj;
+    PyObject *composite, *score_type, *bias_obj;
     double windows[3], discovery_delta, half_life, bias, w_p2p, w_enc, w_disc, w_near, w_fanout, w_normal, t_low,
         t_high;
     long long buckets_per_window, lg_k, max_hosts, min_flows;
@@ -2575,7 +2907,7 @@ static PyTypeObject HostStateType;
 
 static void window_clear(Window *w)
 {
-    for (int i = 0; i < w->n; i++) Py_DECREF(w->bk[i].sk);
+    for (int i = 0; i < w->n; i++) hll_free(&w->bk[i].h);
     PyMem_Free(w->bk);
     w->bk = NULL;
     w->n = w->cap = 0;
@@ -2598,9 +2930,6 @@ static void HostState_dealloc(HostStateObj *self)
 static int HostState_traverse(HostStateObj *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->memo);
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < self->ips[i].n; j++) Py_VISIT(self->ips[i].bk[j].sk);
-    for (int j = 0; j < self->ports.n; j++) Py_VISIT(self->ports.bk[j].sk);
     return 0;
 }
 
@@ -2677,7 +3006,7 @@ static int window_expire(Window *w, double ts)
     int k = 0;
     for (int i = 0; i < w->n; i++) {
         if (w->bk[i].b <= oldest)
-            Py_DECREF(w->bk[i].sk);
+            hll_free(&w->bk[i].h);
         else
             w->bk[k++] = w->bk[i];
     }
@@ -2685,28 +3014,24 @@ static int window_expire(Window *w, double ts)
     return 0;
 }
 
-static int window_add(HostModelObj *m, Window *w, double ts, PyObject *item)
+/* _WindowedDistinct.add with the item's coupon (0: the empty string, which makes the bucket
+   but counts nothing, as the library's update ignores it) */
+static int window_add(HostModelObj *m, Window *w, double ts, uint32_t coupon)
 {
     int64_t b;
     if (floordiv_int(ts, w->step, &b) < 0) return -1;
-    PyObject *sk = NULL;
+    Hll *h = NULL;
     for (int i = 0; i < w->n; i++)
         if (w->bk[i].b == b) {
-            sk = w->bk[i].sk;
+            h = &w->bk[i].h;
             break;
         }
-    if (sk == NULL) {
+    if (h == NULL) {
         if (window_expire(w, ts) < 0) return -1;
-        PyObject *args[2] = {PyLong_FromLongLong(m->lg_k), m->hll4};
-        if (args[0] == NULL) return -1;
-        sk = PyObject_Vectorcall(m->sketch_type, args, 2, NULL);
-        Py_DECREF(args[0]);
-        if (sk == NULL) return -1;
         if (w->n == w->cap) {
             int cap = w->cap ? 2 * w->cap : 4;
             Bucket *nb = PyMem_Realloc(w->bk, cap * sizeof(Bucket));
             if (nb == NULL) {
-                Py_DECREF(sk);
                 PyErr_NoMemory();
                 return -1;
             }
@@ -2714,18 +3039,31 @@ static int window_add(HostModelObj *m, Window *w, double ts, PyObject *item)
             w->cap = cap;
         }
         w->bk[w->n].b = b;
-        w->bk[w->n].sk = sk;
+        h = &w->bk[w->n].h;
+        hll_init(h);
         w->n++;
     }
-    PyObject *r = PyObject_CallMethodOneArg(sk, s_update, item);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
+    return hll_update(h, (int)m->lg_k, coupon);
 }
 
-static int estimate_of(PyObject *o, double *out)
+/* the library's composite estimate of an out-of-order union gadget: its HLL_8 image (the
+   library's serialization: preamble, HIP, kxq0, kxq1, registers at the minimum, exceptions,
+   the registers) through the model's `composite` callable */
+static int composite_estimate(HostModelObj *m, const Hll *g, double *out)
 {
-    PyObject *r = PyObject_CallMethodNoArgs(o, s_get_estimate);
+    uint32_t K = 1u << m->lg_k;
+    PyObject *img = PyBytes_FromStringAndSize(NULL, 40 + (Py_ssize_t)K);
+    if (img == NULL) return -1;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(img);
+    const uint8_t pre[8] = {10, 1, 7, (uint8_t)m->lg_k, 0, 16 /* out of order */, 0, 2 | (2 << 2) /* HLL, HLL_8 */};
+    memcpy(p, pre, 8);
+    double d[3] = {g->hip, g->kxq0, g->kxq1};
+    uint32_t u[2] = {g->zeros, 0};
+    memcpy(p + 8, d, sizeof(d));
+    memcpy(p + 32, u, sizeof(u));
+    memcpy(p + 40, g->regs, K);
+    PyObject *r = PyObject_CallOneArg(m->composite, img);
+    Py_DECREF(img);
     if (r == NULL) return -1;
     *out = PyFloat_AsDouble(r);
     Py_DECREF(r);
@@ -2739,22 +3077,28 @@ static int window_estimate(HostModelObj *m, Window *w, double ts, double *out)
         *out = 0.0;
         return 0;
     }
-    if (w->n == 1) return estimate_of(w->bk[0].sk, out);
-    PyObject *lg = PyLong_FromLongLong(m->lg_k);
-    if (lg == NULL) return -1;
-    PyObject *u = PyObject_CallOneArg(m->union_type, lg);
-    Py_DECREF(lg);
-    if (u == NULL) return -1;
-    for (int i = 0; i < w->n; i++) {
-        PyObject *r = PyObject_CallMethodOneArg(u, s_update, w->bk[i].sk);
-        if (r == NULL) {
-            Py_DECREF(u);
-            return -1;
-        }
-        Py_DECREF(r);
+    if (w->n == 1) {
+        *out = hll_estimate(&w->bk[0].h);
+        return 0;
     }
-    int rc = estimate_of(u, out);
-    Py_DECREF(u);
+    Hll *src[64], g;
+    Hll **srcp = w->n <= 64 ? src : PyMem_Malloc(w->n * sizeof(Hll *));
+    if (srcp == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < w->n; i++) srcp[i] = &w->bk[i].h;
+    int rc = hll_union(srcp, w->n, (int)m->lg_k, &g);
+    if (srcp != src) PyMem_Free(srcp);
+    if (rc == 0) {
+        if (g.mode != HLL_ARR)
+            *out = coupon_estimate(g.count);
+        else if (!g.ooo)
+            *out = g.hip;
+        else
+            rc = composite_estimate(m, &g, out);
+    }
+    hll_free(&g);
     return rc;
 }
 
@@ -2858,9 +3202,7 @@ static void HostModel_dealloc(HostModelObj *self)
     PyObject_GC_UnTrack(self);
     Py_XDECREF(self->hosts);
     Py_XDECREF(self->cfg);
-    Py_XDECREF(self->sketch_type);
-    Py_XDECREF(self->union_type);
-    Py_XDECREF(self->hll4);
+    Py_XDECREF(self->composite);
     Py_XDECREF(self->score_type);
     Py_XDECREF(self->bias_obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -2878,11 +3220,11 @@ static int HostModel_clear(HostModelObj *self)
     return 0;
 }
 
-/* HostModel(cfg, hll_sketch, hll_union, HLL_4, HostScore) */
+/* HostModel(cfg, composite, HostScore) */
 static int HostModel_init(HostModelObj *self, PyObject *args, PyObject *kw)
 {
-    PyObject *cfg, *sk, *un, *h4, *score_type;
-    if (!PyArg_ParseTuple(args, "OOOOO", &cfg, &sk, &un, &h4, &score_type)) return -1;
+    PyObject *cfg, *composite, *score_type;
+    if (!PyArg_ParseTuple(args, "OOO", &cfg, &composite, &score_type)) return -1;
     PyObject *win = PyObject_GetAttrString(cfg, "windows");
     if (win == NULL) return -1;
     PyObject *seq = PySequence_Fast(win, "windows must be a sequence");
@@ -2910,14 +3252,16 @@ static int HostModel_init(HostModelObj *self, PyObject *args, PyObject *kw)
         get_cfg_i(cfg, "buckets_per_window", &self->buckets_per_window) < 0 || get_cfg_i(cfg, "hll_lg_k", &self->lg_k) < 0 ||
         get_cfg_i(cfg, "max_hosts", &self->max_hosts) < 0 || get_cfg_i(cfg, "min_flows", &self->min_flows) < 0)
         return -1;
+    if (self->lg_k < 4 || self->lg_k > 16) { /* the coupon estimate's knots cover 2^(16-3) * 3/4 coupons */
+        PyErr_SetString(PyExc_ValueError, "hll_lg_k outside 4..16");
+        return -1;
+    }
     PyObject *bias = PyObject_GetAttrString(cfg, "bias");
     if (bias == NULL) return -1;
     Py_XSETREF(self->bias_obj, bias);
     if (self->hosts == NULL && (self->hosts = PyDict_New()) == NULL) return -1;
     Py_XSETREF(self->cfg, Py_NewRef(cfg));
-    Py_XSETREF(self->sketch_type, Py_NewRef(sk));
-    Py_XSETREF(self->union_type, Py_NewRef(un));
-    Py_XSETREF(self->hll4, Py_NewRef(h4));
+    Py_XSETREF(self->composite, Py_NewRef(composite));
     Py_XSETREF(self->score_type, Py_NewRef(score_type));
     return 0;
 }
@@ -2953,13 +3297,35 @@ static int hm_observe(HostModelObj *m, PyObject *host, PyObject *ts_obj, PyObjec
     int high = PyObject_RichCompareBool(remote_p, int_1024, Py_GE);
     if (high < 0) return -1;
     if (high) {
+        /* the library hashes a str's UTF-8 bytes; the remote address is hashed once for the
+           three windows, the port as str(remote_p) */
+        Py_ssize_t n;
+        const char *s;
+        if (!PyUnicode_Check(remote_h)) {
+            PyErr_SetString(PyExc_TypeError, "the remote host must be a str");
+            return -1;
+        }
+        if ((s = PyUnicode_AsUTF8AndSize(remote_h, &n)) == NULL) return -1;
+        uint32_t c = hll_coupon(s, (size_t)n);
         for (int i = 0; i < 3; i++)
-            if (window_add(m, &st->ips[i], ts, remote_h) < 0) return -1;
-        PyObject *ps = PyObject_Str(remote_p);
-        if (ps == NULL) return -1;
-        int r = window_add(m, &st->ports, ts, ps);
-        Py_DECREF(ps);
-        if (r < 0) return -1;
+            if (window_add(m, &st->ips[i], ts, c) < 0) return -1;
+        char buf[32];
+        long long pv;
+        int overflow = 0;
+        if (PyLong_CheckExact(remote_p) && ((pv = PyLong_AsLongLongAndOverflow(remote_p, &overflow)), !overflow) &&
+            !(pv == -1 && PyErr_Occurred())) {
+            n = snprintf(buf, sizeof(buf), "%lld", pv);
+            c = hll_coupon(buf, (size_t)n);
+        } else {
+            if (PyErr_Occurred()) return -1;
+            PyObject *ps = PyObject_Str(remote_p);
+            if (ps == NULL) return -1;
+            s = PyUnicode_AsUTF8AndSize(ps, &n);
+            c = s == NULL ? 0 : hll_coupon(s, (size_t)n);
+            Py_DECREF(ps);
+            if (s == NULL) return -1;
+        }
+        if (window_add(m, &st->ports, ts, c) < 0) return -1;
     }
     double hl = m->half_life;
     int discovery = protocol != Py_None && PyUnicode_Check(protocol) &&
@@ -3123,6 +3489,27 @@ static PyObject *hm_near(HostModelObj *m, PyObject *host, PyObject *ts_obj)
     Py_RETURN_NONE;
 }
 
+/* distinct(host, ts) -> (remote IPs over each window, remote ports over 2 min): the window
+   estimates at ts (expiring buckets as score does), for the tests against score/host.py */
+static PyObject *HostModel_distinct(HostModelObj *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "distinct takes 2 arguments");
+        return NULL;
+    }
+    PyObject *sto = PyDict_GetItemWithError(m->hosts, args[0]);
+    if (sto == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[0]);
+        return NULL;
+    }
+    HostStateObj *st = (HostStateObj *)sto;
+    double t = PyFloat_AsDouble(args[1]), e[4];
+    if (t == -1.0 && PyErr_Occurred()) return NULL;
+    for (int i = 0; i < 4; i++)
+        if (window_estimate(m, i < 3 ? &st->ips[i] : &st->ports, t, &e[i]) < 0) return NULL;
+    return Py_BuildValue("(dddd)", e[0], e[1], e[2], e[3]);
+}
+
 static PyObject *HostModel_get_hosts(HostModelObj *m, void *c) { return Py_NewRef(m->hosts); }
 static PyObject *HostModel_get_cfg(HostModelObj *m, void *c) { return Py_NewRef(m->cfg); }
 
@@ -3133,6 +3520,8 @@ static PyMethodDef HostModel_methods[] = {
      "score(host, ts=None, detail=False) -> HostScore"},
     {"p2p_activity_near", (PyCFunction)(void (*)(void))HostModel_p2p_activity_near, METH_FASTCALL,
      "p2p_activity_near(host, ts) -> 'discovery' | 'p2p_flow' | None"},
+    {"distinct", (PyCFunction)(void (*)(void))HostModel_distinct, METH_FASTCALL,
+     "distinct(host, ts) -> (remote IPs 10 s, 2 min, 30 min, remote ports 2 min) estimated at ts"},
     {NULL}};
 
 static PyGetSetDef HostModel_getset[] = {
@@ -3151,7 +3540,8 @@ static PyTypeObject HostModelType = {
     .tp_clear = (inquiry)HostModel_clear,
     .tp_methods = HostModel_methods,
     .tp_getset = HostModel_getset,
-    .tp_doc = "HostModel(cfg, hll_sketch, hll_union, HLL_4, HostScore): score/host.py's HostModel in C",
+    .tp_doc = "HostModel(cfg, composite, HostScore): score/host.py's HostModel in C (composite: the "
+              "library's estimate of an out-of-order HLL_8 union image, score/host.py composite_estimate)",
 };
 
 
@@ -3369,6 +3759,7 @@ static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
 PyMODINIT_FUNC PyInit__decide(void)
 {
     init_tables();
+    for (int i = 0; i < 64; i++) inv_pow2[i] = ldexp(1.0, -i);
     for (int i = 0; i < N_FEATURES; i++)
         if ((feature_str[i] = intern(FEATURE_NAMES[i])) == NULL) return NULL;
     for (int i = 0; i < N_FAMILIES; i++)
@@ -3387,7 +3778,7 @@ PyMODINIT_FUNC PyInit__decide(void)
     if (PyType_Ready(&DeciderType) < 0 || PyType_Ready(&HostStateType) < 0 || PyType_Ready(&HostModelType) < 0)
         return NULL;
 #define S2(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
-    S2(s_update, "update"); S2(s_get_estimate, "get_estimate"); S2(s_dht, "dht"); S2(s_tracker, "tracker");
+    S2(s_dht, "dht"); S2(s_tracker, "tracker");
     S2(s_lsd, "lsd"); S2(s_p2p_host, "p2p_host"); S2(s_normal_host, "normal_host"); S2(s_unknown_label, "unknown");
     S2(s_discovery, "discovery"); S2(s_p2p_flow, "p2p_flow");
     if ((int_1024 = PyLong_FromLong(1024)) == NULL || (int_1 = PyLong_FromLong(1)) == NULL) return NULL;

@@ -55,16 +55,14 @@ def decider(params, scoring, budget) -> Callable | None:
 
 
 def host_model(cfg):
-    """The compiled host model (score/host.py's HostModel in C, same library, same numbers)
-    for this HostConfig, or None (then the Python one)."""
+    """The compiled host model (score/host.py's HostModel in C: the same numbers, its
+    HyperLogLog the library's in C) for this HostConfig, or None (then the Python one)."""
     if not available():
         return None
-    from datasketches import hll_sketch, hll_union, tgt_hll_type
-
-    from .score.host import HostScore
+    from .score.host import HostScore, composite_estimate
 
     try:
-        return compiled.module("_decide").HostModel(cfg, hll_sketch, hll_union, tgt_hll_type.HLL_4, HostScore)
+        return compiled.module("_decide").HostModel(cfg, composite_estimate, HostScore)
     except (ValueError, TypeError):
         return None
 
