@@ -5,23 +5,26 @@ still agree with the library they came from."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 
 PROBE = """
-import json, sys
+import json, os, sys
 from msewatch.cli import main
 rc = main(sys.argv[1:])
-print(json.dumps({"rc": rc, "modules": sorted(m for m in ("dpkt", "yaml", "jinja2", "tqdm", "multiprocessing")
-                                                if m in sys.modules)}))
+print(json.dumps({"rc": rc, "modules": sorted(m for m in os.environ["PROBE_MODULES"].split(",") if m in sys.modules)}))
 """
 
 
-def imported_by(*args):
-    p = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True)
+def imported_by(*args, modules=("dpkt", "yaml", "jinja2", "tqdm", "multiprocessing"), env=None):
+    p = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
+                       env={**os.environ, **(env or {}), "PROBE_MODULES": ",".join(modules)})
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.splitlines()[-1])
 
@@ -29,6 +32,20 @@ def imported_by(*args):
 def test_analyze_of_a_pcap_imports_no_dpkt_yaml_jinja2_tqdm_or_multiprocessing(tmp_path):
     out = imported_by("analyze", CORPUS / "dns.pcap", "-q", "-o", tmp_path / "v.jsonl", "--no-progress")
     assert out == {"rc": 0, "modules": []}
+
+
+def test_with_the_compiled_host_model_analyze_imports_no_datasketches_or_numpy(tmp_path):
+    """The compiled host model counts with its own HyperLogLog (the library's estimates): the
+    library and numpy, half of the start-up before, are loaded only by the pure-Python model."""
+    from msewatch import fastdecide
+
+    if not fastdecide.available():
+        pytest.skip(fastdecide.status())
+    args = ("analyze", CORPUS / "mse_rc4_libtorrent_transmission.pcap", "-q", "-o", tmp_path / "v.jsonl",
+            "--no-progress")
+    assert imported_by(*args, modules=("datasketches", "numpy")) == {"rc": 0, "modules": []}
+    pure = imported_by(*args, modules=("datasketches", "numpy"), env={"MSEWATCH_PURE_PYTHON": "1"})
+    assert pure == {"rc": 0, "modules": ["datasketches", "numpy"]}
 
 
 def test_a_config_file_still_loads_yaml_and_pcapng_still_loads_dpkt(tmp_path):
