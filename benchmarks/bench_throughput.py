@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(common.machine_line())
     print(packet_path_status())
+    print(common.byte_compile_package())
     ndpi = common.find_ndpi_reader()
     if ndpi is None and not args.smoke:
         print("ndpiReader not found (Debian: apt-get install libndpi-bin; or `make system-deps`):"
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = tiny_capture(capture, out_dir=out_dir)
     runs: dict[str, list[common.ChildRun]] = {t: [] for t in tools}
     startup: dict[str, list[common.ChildRun]] = {t: [] for t in tools}
-    for name, (cmd, env) in tools.items():  # warm-up: page cache, .pyc files
+    for name, (cmd, env) in tools.items():  # warm-up: page cache
         common.run_child(cmd, env=env)
         for _ in range(3):
             startup[name].append(common.run_child([tiny if c == str(capture) else c for c in map(str, cmd)], env=env))
