@@ -455,14 +455,15 @@ static void head_stats(const Params *P, const uint8_t *p, Py_ssize_t n, HeadStat
 {
     long long bits = 0;
     Py_ssize_t pr = 0, run = 0, longest = 0, k = (Py_ssize_t)P->printable_prefix_len, prefix = 0;
+    /* branch-free: on encrypted heads whether a byte is printable is a coin toss that a
+       branch mispredicts half the time */
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char b = p[i];
+        Py_ssize_t q = PRINT[b];
         bits += BITS[b];
-        if (PRINT[b]) {
-            pr++;
-            if (++run > longest) longest = run;
-        } else
-            run = 0;
+        pr += q;
+        run = (run + 1) & -q;
+        longest = run > longest ? run : longest;
         if (i + 1 == k) prefix = pr;
     }
     hs->p = p;
