@@ -151,7 +151,11 @@ class VerdictSender:
                 batch = queue.take_unwritten(self.batch)
                 if not batch:
                     continue
-                if protocol is not None and hasattr(ws, "send_context"):
+                if protocol is not None and hasattr(ws, "send_texts"):
+                    # BridgeConnection frames the batch; the connection writes it in one go
+                    async with ws.send_context():
+                        ws.send_texts(batch)
+                elif protocol is not None and hasattr(ws, "send_context"):
                     # websockets' protocol frames them; the connection writes them in one go
                     async with ws.send_context():
                         for message in batch:
