@@ -119,3 +119,16 @@ def test_coupon_mode_estimate_for_every_count():
             m.observe_flow("10.2.2.2", 50.0, f"item-{i}", 1024, None, False, False)
         assert c.distinct("10.2.2.2", 50.0) == _py_distinct(py, "10.2.2.2", 50.0), i
     assert _py_modes(py, "10.2.2.2") == {2, 10}  # the addresses in registers, the one port in a list
+
+
+def test_coupon_knots_are_the_ones_the_tool_derives():
+    """tools/hll_constants.py solves the four knots, calibrates them against the library for
+    every coupon count and compares them with COUPON_Y in _decide.c."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "hll_constants.py"
+    p = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "COUPON_Y: the same" in p.stdout
