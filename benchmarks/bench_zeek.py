@@ -47,6 +47,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 
+sys.path.insert(0, str(common.REPO / "tools"))
+from zeek_parity import read_zeek_log as read_log  # noqa: E402  (one reader of Zeek's ASCII logs)
+
 PACKAGE = common.REPO / "zeek-scripts"  # --package measures another copy (A/B)
 PLUGIN = common.REPO / "build"  # --plugin another build of the native recorder
 SMOKE_PCAP = common.CORPUS / "swarm.pcap"
@@ -112,19 +115,6 @@ def run_zeek(zeek: str, args: list[str], cwd: Path, env: dict[str, str], prefix:
     if rc != 0:
         raise RuntimeError(f"zeek {' '.join(args)} exited {rc}: {err.strip()[-1000:]}")
     return ru.ru_utime + ru.ru_stime, wall
-
-
-def read_log(log: Path) -> list[dict[str, str]]:
-    if not log.exists():
-        return []
-    names: list[str] = []
-    rows = []
-    for line in log.read_text().splitlines():
-        if line.startswith("#fields"):
-            names = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(names, line.split("\t"))))
-    return rows
 
 
 def run_variant(kind: str, zeek: str, pcap: Path, work: Path, extra: list[str] | None = None,

@@ -958,40 +958,32 @@ def main_eval(argv: list[str]) -> int:
     except PcapError as e:
         print(f"msewatch eval: error: {e}", file=sys.stderr)
         return EXIT_INPUT
-    if args.json:
-        import orjson
-
-        data = orjson.dumps(rep.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-        if args.json == "-":
-            sys.stdout.buffer.write(data + b"\n")
-            sys.stdout.flush()
-        else:
-            Path(args.json).write_bytes(data + b"\n")
-    md = report_markdown(rep)
-    if args.markdown and args.markdown != "-":
-        Path(args.markdown).write_text(md)
-    elif args.markdown == "-" or args.json != "-":
-        sys.stdout.write(md)
+    _write_outputs(rep.to_dict(), report_markdown(rep), args)
     if args.check_bars and any(b["status"] == "fail" for b in check_bars(rep)):
         return 3
     return EXIT_OK
 
 
-def _write_robustness(rr: RobustnessReport, args) -> int:
+def _write_outputs(data: dict, md: str, args) -> None:
+    """--json (a file or "-") and the Markdown report (--markdown FILE, or stdout unless the
+    JSON went there)."""
     if args.json:
         import orjson
 
-        data = orjson.dumps(rr.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        raw = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
         if args.json == "-":
-            sys.stdout.buffer.write(data + b"\n")
+            sys.stdout.buffer.write(raw + b"\n")
             sys.stdout.flush()
         else:
-            Path(args.json).write_bytes(data + b"\n")
-    md = robustness_markdown(rr)
+            Path(args.json).write_bytes(raw + b"\n")
     if args.markdown and args.markdown != "-":
         Path(args.markdown).write_text(md)
     elif args.markdown == "-" or args.json != "-":
         sys.stdout.write(md)
+
+
+def _write_robustness(rr: RobustnessReport, args) -> int:
+    _write_outputs(rr.to_dict(), robustness_markdown(rr), args)
     if args.check_bars and any(b["status"] == "fail" for b in rr.bars() + check_bars(rr.base)):
         return 3
     return EXIT_OK
