@@ -266,12 +266,42 @@ event tcp_packet(c: connection, is_orig: bool, flags: string, seq: count, ack: c
 		publish_evidence(c, F);
 	}
 
+# udp_contents delivers what was captured of a datagram; the recorded size is
+# its length on the wire (docs/evidence.md), as on the pcap path: what a snap
+# length cut off the frame is added back, and a UDP length field shorter than
+# that ends the datagram.  Under a cut the packet header record carries no IP
+# or UDP header (Zeek builds them only from whole packets), but the frame's
+# wire and captured lengths; the UDP header taken must be the flow's own, not
+# a tunnel's.
 event udp_contents(u: connection, is_orig: bool, contents: string)
 	{
-	if ( u$msewatch_done || |contents| == 0 )
+	if ( u$msewatch_done )
 		return;
 
-	if ( record_payload(u, is_orig, |contents|, contents, udp_heads) )
+	local len = |contents|;
+	local hdr = get_current_packet_header();
+	local l2 = hdr$l2;
+
+	if ( l2$len > l2$cap_len )
+		len += l2$len - l2$cap_len;
+
+	if ( hdr?$udp )
+		{
+		local uh = hdr$udp;
+		if ( uh$ulen >= 8 && uh$ulen - 8 < len &&
+		     ((uh$sport == u$id$orig_p && uh$dport == u$id$resp_p) ||
+		      (uh$sport == u$id$resp_p && uh$dport == u$id$orig_p)) )
+			{
+			len = uh$ulen - 8;
+			if ( len < |contents| )
+				contents = contents[0:len];
+			}
+		}
+
+	if ( len == 0 )
+		return;
+
+	if ( record_payload(u, is_orig, len, contents, udp_heads) )
 		publish_evidence(u, F);
 	}
 

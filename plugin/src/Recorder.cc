@@ -213,30 +213,40 @@ void Recorder::Start() {
 
 void Recorder::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_t seq, const zeek::IP_Hdr* ip,
                              int caplen) {
-    // len is the captured payload; the recorded size is the header's payload length (what
-    // tcp_packet calls len), for UDP what udp_contents delivers (the captured payload).
+    // len is the captured payload; the recorded size is the headers' payload length (what
+    // tcp_packet calls len), whatever the snap length cut: for UDP the smaller of the UDP
+    // length field and the IP payload length, minus the UDP header, as the pcap path
+    // (sources/pcap.py) takes it. A zero length field (IPv6 jumbogram; TSO zeroes the IP
+    // length) leaves the other one, or the captured payload.
     int size = len;
     if ( is_tcp ) {
         if ( ip && ip->TotalLen() != 0 )
             size = static_cast<int>(ip->PayloadLen()) - static_cast<int>(data - ip->Payload());
     }
-    else {
+    else if ( ip && len >= 0 ) {
+        const auto* up = reinterpret_cast<const struct udphdr*>(data - sizeof(struct udphdr));
+        int hdr = static_cast<int>(sizeof(struct udphdr));
+        int wire = -1;
+        if ( ip->TotalLen() != 0 )
+            wire = static_cast<int>(ip->PayloadLen()) - hdr;
+        int ulen = ntohs(up->uh_ulen);
+        if ( ulen >= hdr && (wire < 0 || ulen - hdr < wire) )
+            wire = ulen - hdr;
+        if ( wire >= 0 )
+            size = wire;
+
         // An analyzer before us may have flipped the connection while handling this very
         // datagram (DNS does when the first message is a response); is_orig is then the
         // old direction. The datagram's own source decides. (TCP corrects is_orig for
         // packet children itself.)
-        if ( ip && len >= 0 ) {
-            const auto* up = reinterpret_cast<const struct udphdr*>(data - sizeof(struct udphdr));
-            bool from_orig = ip->SrcAddr() == Conn()->OrigAddr() && up->uh_sport == Conn()->OrigPort();
-            bool from_resp = ip->SrcAddr() == Conn()->RespAddr() && up->uh_sport == Conn()->RespPort();
-            if ( from_orig != from_resp )
-                is_orig = from_orig;
-        }
-
-        if ( ! (is_orig ? record_orig : record_resp) )
-            return;
+        bool from_orig = ip->SrcAddr() == Conn()->OrigAddr() && up->uh_sport == Conn()->OrigPort();
+        bool from_resp = ip->SrcAddr() == Conn()->RespAddr() && up->uh_sport == Conn()->RespPort();
+        if ( from_orig != from_resp )
+            is_orig = from_orig;
     }
 
+    if ( ! is_tcp && ! (is_orig ? record_orig : record_resp) )
+        return;
     if ( size <= 0 )
         return;
 
@@ -268,7 +278,9 @@ void Recorder::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_t
     uint64_t heads_per_direction = is_tcp ? 1 : count_of(names.udp_heads);
     if ( heads.size() < heads_per_direction ) {
         uint64_t keep = std::min<uint64_t>(count_of(names.head_bytes), 256);
-        int n_bytes = static_cast<int>(std::min<uint64_t>(keep, static_cast<uint64_t>(std::max(len, 0))));
+        // What was captured, up to the datagram's end (a UDP length field shorter than the
+        // IP payload ends it, as on the pcap path).
+        int n_bytes = static_cast<int>(std::min<uint64_t>(keep, static_cast<uint64_t>(std::max(std::min(len, size), 0))));
         lower_hex(data, n_bytes, heads.emplace_back());
     }
 
