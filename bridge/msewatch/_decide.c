@@ -3511,6 +3511,252 @@ static PyObject *HostModel_distinct(HostModelObj *m, PyObject *const *args, Py_s
     return Py_BuildValue("(dddd)", e[0], e[1], e[2], e[3]);
 }
 
+/* ------------------------------------------------------------------ state export / import */
+/* The model's hosts as data (msewatch/state.py writes them to the bridge's state file and reads
+   them back at start): export_hosts() -> [(host, first_ts, last_ts, label, reported, blob)] in
+   the dict's order (eviction picks the first of the oldest), import_hosts(that list) replaces
+   the hosts. `blob` holds one host's numbers in this build's layout (native byte order; the
+   file records the byte order and the model): flows, the five decayed counters, the three last_*
+   times, then the four windows (ips 10 s, 2 min, 30 min, ports 2 min), each a bucket count and
+   per bucket its number and its HLL (mode, list, set or registers) exactly as held, so every
+   later estimate and update is the one the model would have made without the round trip.
+   Nothing here runs per message. A blob that does not parse, or holds values the HLL code
+   could not take (a register above 63, a set beyond its load), is a ValueError. */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} Buf;
+
+static int buf_put(Buf *b, const void *src, size_t n)
+{
+    if (b->cap - b->n < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->n < n) cap *= 2;
+        uint8_t *p = PyMem_Realloc(b->p, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+    return 0;
+}
+
+typedef struct {
+    int64_t b;
+    uint8_t mode, lgarr, ooo, pad;
+    uint32_t count, zeros;
+    double hip, kxq0, kxq1;
+    uint32_t list[8];
+} BucketRec;
+
+static int put_window(Buf *out, const Window *w, int lgk)
+{
+    int32_t n = w->n;
+    if (buf_put(out, &n, sizeof(n)) < 0) return -1;
+    for (int i = 0; i < w->n; i++) {
+        const Hll *h = &w->bk[i].h;
+        BucketRec r;
+        memset(&r, 0, sizeof(r));
+        r.b = w->bk[i].b;
+        r.mode = h->mode;
+        r.lgarr = h->lgarr;
+        r.ooo = h->ooo;
+        r.count = h->count;
+        r.zeros = h->zeros;
+        r.hip = h->hip;
+        r.kxq0 = h->kxq0;
+        r.kxq1 = h->kxq1;
+        memcpy(r.list, h->list, sizeof(r.list));
+        if (buf_put(out, &r, sizeof(r)) < 0) return -1;
+        if (h->mode == HLL_SET && buf_put(out, h->set, ((size_t)1 << h->lgarr) * sizeof(uint32_t)) < 0) return -1;
+        if (h->mode == HLL_ARR && buf_put(out, h->regs, (size_t)1 << lgk) < 0) return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *p;
+    size_t n, off;
+} Rd;
+
+static int rd(Rd *r, void *dst, size_t n)
+{
+    if (r->n - r->off < n) return -1;
+    memcpy(dst, r->p + r->off, n);
+    r->off += n;
+    return 0;
+}
+
+/* a window read back into `w` (empty on entry); -1 with w cleared when the bytes do not fit */
+static int get_window(Rd *r, Window *w, int lgk)
+{
+    int32_t n;
+    uint32_t K = 1u << lgk;
+    if (rd(r, &n, sizeof(n)) < 0 || n < 0 || n > (1 << 20)) return -1;
+    if (n > 0 && (w->bk = PyMem_Calloc((size_t)n, sizeof(Bucket))) == NULL) return -1;
+    w->cap = n;
+    for (int i = 0; i < n; i++) {
+        BucketRec rec;
+        if (rd(r, &rec, sizeof(rec)) < 0) goto bad;
+        Hll *h = &w->bk[i].h;
+        hll_init(h);
+        w->bk[i].b = rec.b;
+        w->n = i + 1;
+        h->mode = rec.mode;
+        h->lgarr = rec.lgarr;
+        h->ooo = rec.ooo ? 1 : 0;
+        h->count = rec.count;
+        h->zeros = rec.zeros;
+        h->hip = rec.hip;
+        h->kxq0 = rec.kxq0;
+        h->kxq1 = rec.kxq1;
+        memcpy(h->list, rec.list, sizeof(h->list));
+        if (rec.mode == HLL_LIST) {
+            if (rec.count > 8) goto bad;
+        } else if (rec.mode == HLL_SET) {
+            if (rec.lgarr < 3 || rec.lgarr > lgk || rec.count >= (3u << rec.lgarr) / 4 + 1) goto bad;
+            size_t sz = ((size_t)1 << rec.lgarr) * sizeof(uint32_t);
+            if ((h->set = PyMem_Malloc(sz)) == NULL || rd(r, h->set, sz) < 0) goto bad;
+            uint32_t held = 0;
+            for (uint32_t j = 0; j < (1u << rec.lgarr); j++) held += h->set[j] != 0;
+            if (held != rec.count) goto bad;
+        } else if (rec.mode == HLL_ARR) {
+            if ((h->regs = PyMem_Malloc(K)) == NULL || rd(r, h->regs, K) < 0) goto bad;
+            uint32_t zeros = 0;
+            for (uint32_t j = 0; j < K; j++) {
+                if (h->regs[j] > 63) goto bad;
+                zeros += h->regs[j] == 0;
+            }
+            if (zeros != rec.zeros) goto bad;
+        } else
+            goto bad;
+    }
+    return 0;
+bad:
+    window_clear(w);
+    return -1;
+}
+
+static PyObject *HostModel_export_hosts(HostModelObj *m, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(m->hosts, &pos, &k, &v)) {
+        HostStateObj *st = (HostStateObj *)v;
+        Buf b = {NULL, 0, 0};
+        int64_t flows = st->flows;
+        Decay d[5] = {st->p2p, st->enc, st->disc, st->near, st->normal};
+        double last3[3] = {st->last_discovery, st->last_encrypted, st->last_p2p};
+        int rc = buf_put(&b, &flows, sizeof(flows)) < 0 || buf_put(&b, d, sizeof(d)) < 0 ||
+                 buf_put(&b, last3, sizeof(last3)) < 0;
+        for (int i = 0; i < 4 && !rc; i++) rc = put_window(&b, i < 3 ? &st->ips[i] : &st->ports, (int)m->lg_k) < 0;
+        PyObject *blob = rc ? NULL : PyBytes_FromStringAndSize((const char *)b.p, (Py_ssize_t)b.n);
+        PyMem_Free(b.p);
+        PyObject *t = blob == NULL ? NULL : Py_BuildValue("(OOOOON)", st->host, st->first_ts, st->last_ts, st->label,
+                                                          st->reported, blob);
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+}
+
+static PyObject *host_label(PyObject *o)
+{
+    if (PyUnicode_Check(o)) {
+        if (PyUnicode_Compare(o, s_p2p_host) == 0) return s_p2p_host;
+        if (PyUnicode_Compare(o, s_normal_host) == 0) return s_normal_host;
+        if (PyUnicode_Compare(o, s_unknown_label) == 0) return s_unknown_label;
+    }
+    return NULL;
+}
+
+/* one exported host back as a HostState, or NULL (ValueError) */
+static HostStateObj *import_host(HostModelObj *m, PyObject *item)
+{
+    PyObject *host, *first_ts, *last_ts, *label, *reported;
+    const char *p;
+    Py_ssize_t n;
+    if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "UOOOOy#", &host, &first_ts, &last_ts, &label, &reported, &p, &n))
+        goto bad;
+    if (!(PyFloat_CheckExact(first_ts) || PyLong_CheckExact(first_ts)) ||
+        !(PyFloat_CheckExact(last_ts) || PyLong_CheckExact(last_ts)))
+        goto bad;
+    PyObject *lab = host_label(label), *rep = host_label(reported);
+    if (lab == NULL || rep == NULL) goto bad;
+    double last = PyFloat_AsDouble(last_ts);
+    if (last == -1.0 && PyErr_Occurred()) goto bad;
+    HostStateObj *st = new_state(m, host, first_ts, last);
+    if (st == NULL) return NULL;
+    Py_SETREF(st->last_ts, Py_NewRef(last_ts));
+    Py_SETREF(st->label, Py_NewRef(lab));
+    Py_SETREF(st->reported, Py_NewRef(rep));
+    Rd r = {(const uint8_t *)p, (size_t)n, 0};
+    int64_t flows;
+    Decay d[5];
+    double last3[3];
+    int rc = rd(&r, &flows, sizeof(flows)) < 0 || rd(&r, d, sizeof(d)) < 0 || rd(&r, last3, sizeof(last3)) < 0 || flows < 0;
+    for (int i = 0; i < 4 && !rc; i++) rc = get_window(&r, i < 3 ? &st->ips[i] : &st->ports, (int)m->lg_k) < 0;
+    if (rc || r.off != r.n) {
+        Py_DECREF(st);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+        if (PyErr_Occurred()) return NULL;
+        goto bad;
+    }
+    st->flows = flows;
+    st->p2p = d[0];
+    st->enc = d[1];
+    st->disc = d[2];
+    st->near = d[3];
+    st->normal = d[4];
+    st->last_discovery = last3[0];
+    st->last_encrypted = last3[1];
+    st->last_p2p = last3[2];
+    return st;
+bad:
+    PyErr_Clear();
+    PyErr_SetString(PyExc_ValueError, "a host's exported state does not parse");
+    return NULL;
+}
+
+static PyObject *HostModel_import_hosts(HostModelObj *m, PyObject *items)
+{
+    PyObject *seq = PySequence_Fast(items, "import_hosts takes a list");
+    if (seq == NULL) return NULL;
+    PyObject *fresh = PyDict_New();
+    if (fresh == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        HostStateObj *st = import_host(m, PySequence_Fast_GET_ITEM(seq, i));
+        if (st == NULL || PyDict_SetItem(fresh, st->host, (PyObject *)st) < 0) {
+            Py_XDECREF(st);
+            Py_DECREF(fresh);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_DECREF(st);
+    }
+    Py_DECREF(seq);
+    /* all parsed: replace the hosts in place (the bound Decider holds this dict) */
+    PyDict_Clear(m->hosts);
+    int rc = PyDict_Update(m->hosts, fresh);
+    Py_DECREF(fresh);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *HostModel_get_hosts(HostModelObj *m, void *c) { return Py_NewRef(m->hosts); }
 static PyObject *HostModel_get_cfg(HostModelObj *m, void *c) { return Py_NewRef(m->cfg); }
 
@@ -3523,6 +3769,10 @@ static PyMethodDef HostModel_methods[] = {
      "p2p_activity_near(host, ts) -> 'discovery' | 'p2p_flow' | None"},
     {"distinct", (PyCFunction)(void (*)(void))HostModel_distinct, METH_FASTCALL,
      "distinct(host, ts) -> (remote IPs 10 s, 2 min, 30 min, remote ports 2 min) estimated at ts"},
+    {"export_hosts", (PyCFunction)HostModel_export_hosts, METH_NOARGS,
+     "export_hosts() -> [(host, first_ts, last_ts, label, reported, blob)] in the model's order (msewatch/state.py)"},
+    {"import_hosts", (PyCFunction)HostModel_import_hosts, METH_O,
+     "import_hosts(what export_hosts returned): replaces the hosts; ValueError when an entry does not parse"},
     {NULL}};
 
 static PyGetSetDef HostModel_getset[] = {
