@@ -322,13 +322,16 @@ def shard_tag(shard: str | None) -> str:
 
 
 def expand_shard_paths(config: Any) -> Any:
-    """`{shard}` in outputs.verdicts_jsonl and log.file becomes the shard tag ("0of4", "all"),
+    """`{shard}` in outputs.verdicts_jsonl, state.path and log.file becomes the shard tag ("0of4", "all"),
     so that the bridges of one host can share one config file and never one output file."""
     tag = shard_tag(config.zeek.shard)
     update = {}
     if config.outputs.verdicts_jsonl and "{shard}" in config.outputs.verdicts_jsonl:
         update["outputs"] = config.outputs.model_copy(
             update={"verdicts_jsonl": config.outputs.verdicts_jsonl.replace("{shard}", tag)})
+    state = getattr(config, "state", None)
+    if state is not None and state.path and "{shard}" in state.path:
+        update["state"] = state.model_copy(update={"path": state.path.replace("{shard}", tag)})
     log_file = getattr(config.log, "file", None)
     if log_file and "{shard}" in log_file:
         update["log"] = config.log.model_copy(update={"file": log_file.replace("{shard}", tag)})
@@ -357,9 +360,13 @@ async def run_bridge(
     install_signals: bool = True,
     metrics: Metrics | None = None,
     on_reopen: Iterable[Callable[[], None]] = (),
+    state: Any = None,
+    state_interval: float = 30.0,
 ) -> Metrics:
     """Run the bridge (and the metrics endpoint, if `metrics_cfg` is given) until
-    SIGTERM/SIGINT; for `msewatch run`."""
+    SIGTERM/SIGINT; for `msewatch run`. `state` (a state.StateFile) is saved every
+    `state_interval` seconds from the event loop (between two messages) and once more
+    after the bridge stopped."""
     metrics = metrics or Metrics(shard=cfg.shard or "all")
     server = MetricsServer(metrics, metrics_cfg) if metrics_cfg is not None else None
     if server is not None:
@@ -368,12 +375,28 @@ async def run_bridge(
     bridge.on_reopen.extend(on_reopen)
     if install_signals:
         bridge.install_signal_handlers()
+    saving = asyncio.Event()
+    saver = asyncio.create_task(_save_state_every(state, state_interval, saving)) if state is not None else None
     try:
         await bridge.run()
     finally:
+        if saver is not None:
+            saving.set()  # let a save in progress finish: two writers of one file never overlap
+            await asyncio.gather(saver, return_exceptions=True)
+            state.save_sync()  # the engine is idle now: the state at stop
         if server is not None:
             await server.stop()
     return metrics
+
+
+async def _save_state_every(state: Any, interval: float, stop: asyncio.Event) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        await state.save()
 
 
 def main_run(config: Any, metrics_port: int | None = None, verdict_format: str = "msewatch") -> int:
@@ -408,8 +431,16 @@ def main_run(config: Any, metrics_port: int | None = None, verdict_format: str =
     reopeners: list[Callable[[], None]] = [outputs.reopen]
     if isinstance(handler, ReopenableFileHandler):
         reopeners.append(handler.reopen)
+    state = None
+    state_cfg = getattr(config, "state", None)
+    if state_cfg is not None and state_cfg.path:
+        from .state import StateFile
+
+        state = StateFile(engine, state_cfg.path, metrics)
+        state.restore()  # missing: empty; unusable: one warning, empty
     try:
-        asyncio.run(run_bridge(config.zeek, outputs, None, metrics=metrics, on_reopen=reopeners))
+        asyncio.run(run_bridge(config.zeek, outputs, None, metrics=metrics, on_reopen=reopeners, state=state,
+                               state_interval=state_cfg.interval if state is not None else 30.0))
     finally:
         outputs.close()
         server.stop_sync()

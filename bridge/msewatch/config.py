@@ -211,6 +211,18 @@ class OutputsConfig(_Strict):
         return writable_file(v) if checking_files(info) else v
 
 
+class StateConfig(_Strict):
+    """`msewatch run`: the engine's host state kept across restarts (msewatch/state.py)."""
+
+    path: str | None = None
+    interval: float = Field(30.0, gt=0, le=86400)
+
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return writable_file(v) if checking_files(info) else v
+
+
 class Config(_Strict):
     budget: BudgetConfig = BudgetConfig()
     flow_table: FlowTableConfig = FlowTableConfig()
@@ -221,6 +233,7 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     outputs: OutputsConfig = OutputsConfig()
+    state: StateConfig = StateConfig()
 
     @field_validator("detect")
     @classmethod

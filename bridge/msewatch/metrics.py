@@ -89,6 +89,9 @@ class Metrics:
     evidence_truncated_total: int = counter("evidence whose heads or sizes were cut to the budget")
     verdicts_unencodable_total: int = counter("verdicts that could not be encoded for Zeek (skipped, logged)")
     reopens_total: int = counter("SIGHUPs handled: output and log files reopened")
+    state_saves_total: int = counter("host state saved to state.path")
+    state_save_errors_total: int = counter("host state saves that failed (logged; the previous file stays)")
+    state_load_errors_total: int = counter("state.path unreadable or unusable at start (logged; started with empty host state)")
     queue_depth: int = gauge("verdicts waiting in the outgoing queue")
     connected: int = gauge("1 while a Zeek WebSocket connection is established")
     # -- labelled: a dict slot per label set (kind, label, protocol) / reason / output
