@@ -75,6 +75,8 @@ def test_sensor_config_is_valid_and_writes_one_file_per_shard_under_the_logs_dir
     cfg = load_config(SENSOR_CONFIG)
     assert cfg.outputs.verdicts_jsonl.startswith(f"/var/log/{unit()['Service']['LogsDirectory']}/")
     assert "{shard}" in cfg.outputs.verdicts_jsonl
+    # the host state file lives where the unit may write (StateDirectory), one per shard
+    assert cfg.state.path.startswith(f"/var/lib/{unit()['Service']['StateDirectory']}/") and "{shard}" in cfg.state.path
 
 
 def test_logrotate_snippet_covers_the_sensor_outputs_and_reloads_every_shard():
