@@ -64,6 +64,7 @@ CORPUS = REPO / "tests" / "data" / "corpus"
 REPLAY = REPO / "tools" / "zeek_replay.py"
 NS_PREFIX = "mwlive-"
 WS_PORT = 27759
+STATE_INTERVAL: float | None = None  # --state-interval
 SCENARIOS = ("steady", "bridge-kill", "bridge-term", "bridge-late", "zeek-term", "zeek-kill", "mixed")
 
 # Loaded by every Zeek of these runs: log each raised evidence uid, write every log line
@@ -275,9 +276,12 @@ class Run:
 
     def start_bridge(self, name: str = "bridge", shard: str | None = None, wait: bool = True) -> None:
         cfg = self.workdir / f"{name}.yaml"
+        state = ""
+        if STATE_INTERVAL is not None:  # --state-interval: the host state kept across the bridge's restarts
+            state = f"state:\n  path: {self.workdir / (name + '-state.json')}\n  interval: {STATE_INTERVAL}\n"
         cfg.write_text(
             "metrics:\n  enabled: false\n"
-            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n"
+            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n" + state
         )
         log = self.workdir / f"{name}-{len(self.bridge_logs)}.log"
         self.bridge_logs.append(log)
@@ -699,7 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=90.0, help="seconds to wait for the last verdicts (default 90)")
     p.add_argument("--workdir", help="keep the logs here (default: a temporary folder, removed)")
     p.add_argument("--json", help="write the counts here")
+    p.add_argument("--state-interval", type=float, metavar="SECONDS",
+                   help="the bridge keeps its host state in a state file (state.path), saved this often")
     a = p.parse_args(argv)
+    global STATE_INTERVAL
+    STATE_INTERVAL = a.state_interval
     why = can_run()
     if why:
         print(f"zeek_live: cannot run: {why}", file=sys.stderr)
