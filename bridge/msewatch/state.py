@@ -163,11 +163,10 @@ def import_state(engine: Any, data: bytes) -> int:
 
 
 def _py_hosts(engine: Any, hosts: list) -> dict:
-    from .score.host import _HLL_4, HostState, _load_datasketches
+    from .score import host as hostmod
     from .verdict import NORMAL_HOST, P2P_HOST, UNKNOWN
 
-    _load_datasketches()
-    from .score import host as hostmod
+    hostmod._load_datasketches()  # binds hostmod.hll_sketch and hostmod._HLL_4 (None before)
 
     labels = {P2P_HOST: P2P_HOST, NORMAL_HOST: NORMAL_HOST, UNKNOWN: UNKNOWN}
     hcfg = engine.cfg.host
@@ -179,7 +178,7 @@ def _py_hosts(engine: Any, hosts: list) -> dict:
         if isinstance(flows, bool) or not isinstance(flows, int) or flows < 0 or len(dec) != 5 or len(last3) != 3 \
                 or len(windows) != 4:
             raise StateError("hosts: an entry is malformed")
-        st = HostState(host, _num(first_ts, "first_ts"), hcfg)
+        st = hostmod.HostState(host, _num(first_ts, "first_ts"), hcfg)
         st.last_ts = _num(last_ts, "last_ts")
         st.label, st.reported, st.flows = labels[label], labels[reported], flows
         for d, (value, ts) in zip((st.p2p_flows, st.enc_flows, st.discovery, st.near, st.normal_flows), dec):
@@ -195,7 +194,7 @@ def _py_hosts(engine: Any, hosts: list) -> dict:
                     raise
                 except Exception as e:  # the library's own errors (RuntimeError, ValueError, ...)
                     raise StateError(f"hosts: a sketch does not parse ({type(e).__name__})") from None
-                if sk.lg_config_k != w.lg_k or sk.tgt_type != _HLL_4:
+                if sk.lg_config_k != w.lg_k or sk.tgt_type != hostmod._HLL_4:
                     raise StateError("hosts: a sketch of another size or type")
                 w.buckets[b] = sk
         out[host] = st

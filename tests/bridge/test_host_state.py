@@ -185,9 +185,11 @@ def test_state_file_missing_corrupt_and_saved(tmp_path, caplog, evidence):
         os.chmod(tmp_path, 0o700)
 
 
-def test_msewatch_run_restores_and_saves_its_state_file(tmp_path):
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure-python"])
+def test_msewatch_run_restores_and_saves_its_state_file(tmp_path, pure):
     """A real `msewatch run` against the fake Zeek: saved at SIGTERM, restored by the next run
-    (its host verdicts are not re-reported), a corrupt file is one warning and an empty start."""
+    (a fresh process: nothing loaded before the restore), a corrupt file is one warning and an
+    empty start."""
     from test_bridge import EVIDENCE_TOPIC
     from test_service import wait_until
     from zeek_fake import FakeZeek
@@ -205,6 +207,9 @@ def test_msewatch_run_restores_and_saves_its_state_file(tmp_path):
             "zeek": {"endpoints": [zeek.url]}, "metrics": {"enabled": False},
             "state": {"path": str(path), "interval": 0.2}}))
         env = dict(os.environ, PYTHONPATH=str(BRIDGE))
+        env.pop("MSEWATCH_PURE_PYTHON", None)
+        if pure:
+            env["MSEWATCH_PURE_PYTHON"] = "1"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "msewatch", "run", "-c", str(tmp_path / "run.yaml"),
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -227,7 +232,7 @@ def test_msewatch_run_restores_and_saves_its_state_file(tmp_path):
     assert rc == 0 and "Traceback" not in err, err
     assert "does not exist yet" in err
     saved = json.loads(real.read_bytes())
-    assert saved["hosts"], "no host saved"
+    assert saved["hosts"] and saved["model"] == ("python" if pure else "compiled"), saved["model"]
     rc, err, _ = asyncio.run(one_run(evs[half:]))
     assert rc == 0 and "host state restored from" in err and "Traceback" not in err, err
     real.write_bytes(b"{garbage")
