@@ -241,3 +241,19 @@ def test_msewatch_run_restores_and_saves_its_state_file(tmp_path, pure):
     lines = [line for line in err.splitlines() if str(real) in line and "starting with empty host state" in line]
     assert len(lines) == 1, err
     assert json.loads(real.read_bytes())["format"] == state.FORMAT  # replaced by the next save
+
+
+def test_state_keys_are_validated_like_every_other_key(tmp_path):
+    from msewatch.config import ConfigError, parse_config
+
+    for bad, where in (({"interval": 0}, "state.interval"), ({"interval": "soon"}, "state.interval"),
+                       ({"path": 3}, "state.path"), ({"paht": "x"}, "state.paht"),
+                       ({"path": str(tmp_path / "no" / "s.json")}, "state.path")):
+        with pytest.raises(ConfigError, match=where):
+            parse_config({"state": bad}, check_files=True)
+    cfg = parse_config({"state": {"path": str(tmp_path / "s-{shard}.json"), "interval": 5}}, check_files=True)
+    assert cfg.state.interval == 5.0
+    from msewatch.bridge import expand_shard_paths
+
+    assert expand_shard_paths(cfg.model_copy(update={"zeek": cfg.zeek.model_copy(update={"shard": "1/4"})})
+                              ).state.path == str(tmp_path / "s-1of4.json")
