@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
+
 FORMAT = "msewatch-engine-state"
 VERSION = 1
 
@@ -202,41 +204,6 @@ def _py_hosts(engine: Any, hosts: list) -> dict:
 
 
 # ---------------------------------------------------------------- the state file
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write atomically: a new temporary file in the same folder (O_EXCL|O_NOFOLLOW: a
-    symlink planted at its name is never followed; a stale one is removed first), fsync,
-    rename, fsync the folder. As sources/eve.py's Checkpoint.save."""
-    tmp = path.with_name(path.name + ".tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileExistsError:  # left by a crash (or planted): remove the name, not its target
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 class StateFile:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..atomic import write_atomic
+
 log = logging.getLogger("msewatch.annotate")
 
 _TAIL = 64  # bytes kept to recognise the copy of a copytruncate'd file
@@ -155,36 +157,7 @@ class Checkpoint:
         The temporary file is created with O_EXCL|O_NOFOLLOW, so a symlink planted at its
         name is never followed (a stale one is removed first: unlink does not follow links).
         The folder is fsynced after the rename so the new checkpoint survives a power cut."""
-        tmp = path.with_name(path.name + ".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        data = json.dumps(asdict(self)).encode()
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileExistsError:  # left by a crash (or planted): remove the name, not its target
-            os.unlink(tmp)
-            fd = os.open(tmp, flags, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        write_atomic(path, json.dumps(asdict(self)).encode(), 0o666)
 
 
 _RESET_HINT = ("delete it to start over (the output is then rewritten from the beginning of the input; "
