@@ -183,27 +183,14 @@ class HostModel:
     ) -> None:
         """What the host learns from one decided flow (HostFlowObservation's fields)."""
         cfg = self.cfg
-        st = self.hosts.get(host)
-        if st is None:
-            st = self._state(host, ts)
+        st = self._state(host, ts)
         if ts > st.last_ts:
             st.last_ts = ts
         st.flows += 1
         if remote_p >= 1024:
-            for w in st.ips:  # _WindowedDistinct.add, inlined: four sketch updates per flow
-                b = int(ts // w.step)
-                sk = w.buckets.get(b)
-                if sk is None:
-                    w._expire(ts)
-                    sk = w.buckets[b] = hll_sketch(w.lg_k, _HLL_4)
-                sk.update(remote_h)
-            w = st.ports
-            b = int(ts // w.step)
-            sk = w.buckets.get(b)
-            if sk is None:
-                w._expire(ts)
-                sk = w.buckets[b] = hll_sketch(w.lg_k, _HLL_4)
-            sk.update(str(remote_p))
+            for w in st.ips:
+                w.add(ts, remote_h)
+            st.ports.add(ts, str(remote_p))
         hl = cfg.half_life
         if p2p and protocol in DISCOVERY:
             st.discovery.add(ts, 1.0, hl)
