@@ -145,8 +145,6 @@ def import_state(engine: Any, data: bytes) -> int:
             new_hosts = None
         else:
             new_hosts = _py_hosts(engine, hosts)
-    except StateError:
-        raise
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise StateError(f"malformed ({type(e).__name__}: {str(e)[:80]})") from None
     # everything parsed: replace in place (the compiled decider holds these very objects)
@@ -192,8 +190,6 @@ def _py_hosts(engine: Any, hosts: list) -> dict:
                     raise StateError("hosts: a bucket number is not an integer")
                 try:
                     sk = hostmod.hll_sketch.deserialize(base64.b64decode(blob, validate=True))
-                except StateError:
-                    raise
                 except Exception as e:  # the library's own errors (RuntimeError, ValueError, ...)
                     raise StateError(f"hosts: a sketch does not parse ({type(e).__name__})") from None
                 if sk.lg_config_k != w.lg_k or sk.tgt_type != hostmod._HLL_4:
