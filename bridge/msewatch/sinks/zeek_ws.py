@@ -131,14 +131,14 @@ class VerdictSender:
         self.batch = batch
 
     async def run(self, ws: Any) -> None:
-        """Send until the connection fails (the exception propagates) or the task is
-        cancelled. Unconfirmed entries stay queued and are sent again on the next connection."""
+        """Send on `ws` (a sources.zeek_ws.BridgeConnection, as open_session makes) until the
+        connection fails (the exception propagates) or the task is cancelled. Unconfirmed
+        entries stay queued and are sent again on the next connection."""
         queue = self.queue
         queue.rewind()
         pending: collections.deque[tuple[Any, int]] = collections.deque()
         sent = asyncio.Event()
         confirmer = asyncio.create_task(self._confirm(pending, sent), name="verdict-confirmer")
-        protocol = getattr(ws, "protocol", None)
         try:
             while True:
                 if not queue._unwritten.is_set():
@@ -151,20 +151,8 @@ class VerdictSender:
                 batch = queue.take_unwritten(self.batch)
                 if not batch:
                     continue
-                if protocol is not None and hasattr(ws, "send_texts"):
-                    # BridgeConnection frames the batch; the connection writes it in one go
-                    async with ws.send_context():
-                        ws.send_texts(batch)
-                elif protocol is not None and hasattr(ws, "send_context"):
-                    # websockets' protocol frames them; the connection writes them in one go
-                    async with ws.send_context():
-                        for message in batch:
-                            if type(message) is str:
-                                message = message.encode()
-                            protocol.send_text(message)
-                else:
-                    for message in batch:
-                        await ws.send(message)
+                async with ws.send_context():  # BridgeConnection frames the batch, written in one go
+                    ws.send_texts(batch)
                 pending.append((await ws.ping(), len(batch)))
                 sent.set()
         finally:

@@ -343,7 +343,6 @@ class EvidenceReader:
         """Handle every message of the connection as it arrives (in BridgeConnection's
         data_received, see the module docstring); returns when the server closes the
         connection cleanly (e.g. 1001 "Terminating"), raises when it is lost."""
-        self._clock = time.perf_counter
         fast = wire_events._compiled_codec(self.codec)
         self._decode_c = fast[0].decode if fast is not None else None
         for raw in early:
