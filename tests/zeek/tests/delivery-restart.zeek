@@ -7,10 +7,11 @@
 # @TEST-EXEC: test "$(wc -l <saved)" = 2
 # @TEST-EXEC: cmp saved restored
 #
-# A file saved by an older package (evidence version 1, typed vectors) is read
+# A file saved by an older package (evidence version 1, typed vectors: the two
+# flows below as that package saved them, Scripts/unanswered-v1.json) is read
 # too, and its evidence sent as version 2 (the same arguments but for the
 # times, which the old file holds in microseconds):
-# @TEST-EXEC: cp v1-saved.json msewatch_unanswered.json
+# @TEST-EXEC: cp $SCRIPTS/unanswered-v1.json msewatch_unanswered.json
 # @TEST-EXEC: PHASE=load zeek $PACKAGE %INPUT >restored-v1 2>stderr-v1
 # @TEST-EXEC: test ! -e msewatch_unanswered.json
 # @TEST-EXEC: sed 's/^\([^,]*, [^,]*\), [0-9.]*, /\1, /' saved >saved-nosince
@@ -57,9 +58,3 @@ event Input::end_of_data(name: string, source: string) &priority=-10
 		}
 	terminate();
 	}
-
-# What the package of evidence version 1 saved for the same two flows.
-@TEST-START-FILE v1-saved.json
-{"topic":"zeek/msewatch/evidence","since":1796198020.025836,"version":1,"uid":"CmseA1","community_id":"1:abc=","orig_h":"10.0.0.1","orig_p":{"port":51413,"proto":"tcp"},"resp_h":"10.0.0.2","resp_p":{"port":6881,"proto":"tcp"},"ts":1700000001.123456,"sizes":[296,-310,124,-82],"times":["0 secs","358.104706 usecs","12.0 msecs 500.0 usecs","1.0 sec 1.0 usec"],"bursts":[296,-310,124,-82],"orig_heads":["0a1b"],"resp_heads":["ff00"],"orig_pkts":9,"resp_pkts":7,"orig_bytes":420,"resp_bytes":392,"duration":"1.0 sec 1.0 usec","handshake":true,"closed":false,"complete":true}
-{"topic":"zeek/msewatch/evidence/1/","since":1796198020.025836,"version":1,"uid":"CdhtB2","community_id":"1:def=","orig_h":"10.0.0.1","orig_p":{"port":40000,"proto":"udp"},"resp_h":"10.0.0.3","resp_p":{"port":6881,"proto":"udp"},"ts":1700000002.5,"sizes":[60],"times":["0 secs"],"bursts":[60],"orig_heads":["64313a6164"],"resp_heads":[],"orig_pkts":1,"resp_pkts":0,"orig_bytes":60,"resp_bytes":0,"duration":"0 secs","handshake":false,"closed":false,"complete":true}
-@TEST-END-FILE
