@@ -6,7 +6,8 @@ frames out, on one core, against the floor of parsing and writing the same frame
     .venv/bin/python benchmarks/bench_bridge.py --smoke          # CI: small, nothing timed asserted
 
 The messages are real evidence: the pcap path's evidence of the benchmark capture (the corpus
-x15 of benchmarks/common.py, 7k flows) as the Zeek scripts publish it (the wire codec's
+x15 of benchmarks/common.py, 7k flows) as the Zeek scripts publish it (evidence version 2, the
+per-packet values packed; --evidence-version 1 for what older packages sent; the wire codec's
 encoding; tests/zeek and tools/zeek_parity.py hold the two paths' evidence equal), or the raw
 messages in FILE (one JSON message a line, e.g. recorded from a real Zeek). Each message gets
 a fresh uid as it is sent, so no flow is answered from the bridge's cache of answered uids.
@@ -51,7 +52,7 @@ ACK = json.dumps({"type": "ack", "endpoint": "bench-peer", "version": "8.0.10"},
 
 # --------------------------------------------------------------------------- the messages
 
-def evidence_messages(path: str | None, smoke: bool) -> list[bytes]:
+def evidence_messages(path: str | None, smoke: bool, version: int = 2) -> list[bytes]:
     """Raw evidence messages (JSON bytes)."""
     if path:
         out = [line.strip().encode() for line in Path(path).read_text().splitlines() if line.strip()]
@@ -65,7 +66,8 @@ def evidence_messages(path: str | None, smoke: bool) -> list[bytes]:
         pcaps = sorted(str(p) for p in common.CORPUS.glob("*.pcap"))
     else:
         pcaps = [str(common.build_bench_capture(400_000))]
-    return [v1.encode_event_message(TOPIC, events.evidence_to_event(e)).encode() for e in extract_evidence(pcaps)]
+    return [v1.encode_event_message(TOPIC, events.evidence_to_event(e, version)).encode()
+            for e in extract_evidence(pcaps)]
 
 
 def split_uid(message: bytes) -> tuple[bytes, bytes, int]:
@@ -345,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the latency run")
     ap.add_argument("--repeat", type=int, default=3, help="in-process rounds (best of)")
     ap.add_argument("--messages", help="raw evidence messages, one JSON message a line")
+    ap.add_argument("--evidence-version", type=int, choices=(1, 2), default=2,
+                    help="flow_evidence version of the generated messages (2: what the package publishes)")
     ap.add_argument("--profile", action="store_true", help="cProfile the bridge process")
     ap.add_argument("--smoke", action="store_true", help="CI: small, one round, nothing timed asserted")
     args = ap.parse_args(argv)
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(compiled.status("_wire", "wire codec"))
     print(fastdecide.status())
-    messages = evidence_messages(args.messages, args.smoke)
+    messages = evidence_messages(args.messages, args.smoke, args.evidence_version)
     size = statistics.mean(len(m) for m in messages)
     print(f"{len(messages):,} distinct evidence messages ({size:,.0f} bytes on average)"
           + (f" from {args.messages}" if args.messages else " of the corpus" if args.smoke else " of the benchmark capture"))

@@ -59,8 +59,8 @@ event MSEWatch::conn_label(uid: string, label: string)
 # The manager keeps the evidence a worker published, for re-delivery.
 event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
     orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
-    sizes: vector of int, times: vector of interval, bursts: vector of int,
-    orig_heads: vector of string, resp_heads: vector of string,
+    sizes: string, times: string, bursts: string,
+    orig_heads: string, resp_heads: string,
     orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
     duration: interval, handshake: bool, closed: bool, complete: bool) &priority=-5
 	{

@@ -16,13 +16,29 @@ module MSEWatch;
 export {
 	## The evidence of one flow, published once: when its budget is spent
 	## or when it ends, whichever is first.  Flat, typed arguments in the
-	## order of docs/evidence.md; heads are lower-case hex.
+	## order of docs/evidence.md, version 2 (:zeek:see:`MSEWatch::evidence_version`):
+	## the per-packet values packed into one string each, because Zeek's
+	## WebSocket API converts every value of a vector separately.
+	##
+	## sizes, bursts: signed decimal integers joined by "," ("" = none).
+	## times: nanoseconds since *ts* (rounded), decimal, joined by ",".
+	## orig_heads, resp_heads: each head's lower-case hex followed by ","
+	## ("" = no head, "," = one empty head).
 	global flow_evidence: event(version: count, uid: string, community_id: string,
 	    orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
-	    sizes: vector of int, times: vector of interval, bursts: vector of int,
-	    orig_heads: vector of string, resp_heads: vector of string,
+	    sizes: string, times: string, bursts: string,
+	    orig_heads: string, resp_heads: string,
 	    orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
 	    duration: interval, handshake: bool, closed: bool, complete: bool);
+
+	## *v* as flow_evidence carries sizes and bursts (and times in ns).
+	global pack_ints: function(v: vector of int): string;
+
+	## *v* as flow_evidence carries heads.
+	global pack_heads: function(v: vector of string): string;
+
+	## Times since a flow's start in nanoseconds, as flow_evidence carries them.
+	global pack_times: function(v: vector of interval): string;
 
 	## Whether to publish a flow after :zeek:see:`MSEWatch::max_age` even if
 	## no further packet arrives.  Costs one timer per flow; without it a
@@ -35,22 +51,32 @@ export {
 	## model counts them as fan-out.
 	option publish_payloadless = T;
 
+@ifdef ( MSEWatch::__take_evidence )
+	## Evidence of one connection, as the native recorder hands it over:
+	## the packed strings of :zeek:see:`MSEWatch::flow_evidence`, built in
+	## C++ (unset: none).
+	type Evidence: record {
+		sizes:      string &optional;
+		times:      string &optional;
+		bursts:     string &optional;
+		orig_heads: string &optional;
+		resp_heads: string &optional;
+	};
+@else
 	## Evidence of one connection while it is being recorded.
 	type Evidence: record {
 		## Signed payload sizes of the recorded packets (+ orig, - resp).
 		sizes:      vector of int      &default=vector();
-		## Time since the flow's first packet of each recorded packet.
-		times:      vector of interval &default=vector();
+		## Nanoseconds since the flow's first packet of each recorded packet.
+		times:      vector of int      &default=vector();
 		## Direction runs recorded so far.
 		runs:       count              &default=0;
 		## Hex heads of the originator's first payload packets.
 		orig_heads: vector of string   &default=vector();
 		## Hex heads of the responder's first payload packets.
 		resp_heads: vector of string   &default=vector();
-		## Signed direction runs, set by the native recorder; without it
-		## they are derived from ``sizes`` at publication.
-		bursts:     vector of int      &optional;
 	};
+@endif
 
 	## Called once per connection right after its evidence was published.
 	## *ending* is true when that happened during the connection's removal,
@@ -136,12 +162,34 @@ function record_payload(c: connection, is_orig: bool, len: count, payload: strin
 			ev$resp_heads += bytestring_to_hexstr(payload[0:head_bytes <= 256 ? head_bytes : 256]);
 		}
 
-	ev$times += age;
+	# In ns, rounded as the native recorder does (llrint).
+	ev$times += double_to_int(interval_to_double(age) * 1e9);
 
 	return n + 1 >= max_packets;
 	}
 
 @endif
+
+function pack_ints(v: vector of int): string
+	{
+	# to_json() of a vector of int is "[1,-2,3]".
+	return |v| == 0 ? "" : to_json(v)[1:-1];
+	}
+
+function pack_heads(v: vector of string): string
+	{
+	return |v| == 0 ? "" : join_string_vec(v, ",") + ",";
+	}
+
+function pack_times(v: vector of interval): string
+	{
+	local ns: vector of int = vector();
+	for ( i in v )
+		ns += double_to_int(interval_to_double(v[i]) * 1e9);
+
+	return pack_ints(ns);
+	}
+
 @ifndef ( MSEWatch::__publish_native )
 # Signed direction runs of the recorded sizes.
 function bursts_of(sizes: vector of int): vector of int
@@ -204,8 +252,8 @@ function publish_evidence(c: connection, ending: bool)
 
 	event MSEWatch::flow_evidence(evidence_version, c$uid, community_id_v1(id),
 	    id$orig_h, id$orig_p, id$resp_h, id$resp_p, c$start_time,
-	    ev$sizes, ev$times, ev?$bursts ? ev$bursts : bursts_of(ev$sizes),
-	    ev$orig_heads, ev$resp_heads,
+	    pack_ints(ev$sizes), pack_ints(ev$times), pack_ints(bursts_of(ev$sizes)),
+	    pack_heads(ev$orig_heads), pack_heads(ev$resp_heads),
 	    c$orig?$num_pkts ? c$orig$num_pkts : 0,
 	    c$resp?$num_pkts ? c$resp$num_pkts : 0,
 	    c$orig$size, c$resp$size, c$duration,
@@ -379,8 +427,8 @@ event connection_state_remove(c: connection) &priority=-2
 # in from the network are not sent back out.
 event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
     orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
-    sizes: vector of int, times: vector of interval, bursts: vector of int,
-    orig_heads: vector of string, resp_heads: vector of string,
+    sizes: string, times: string, bursts: string,
+    orig_heads: string, resp_heads: string,
     orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
     duration: interval, handshake: bool, closed: bool, complete: bool) &priority=-5
 	{

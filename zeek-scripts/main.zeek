@@ -13,8 +13,9 @@ module MSEWatch;
 
 export {
 	## Version of the evidence contract sent as the first argument of
-	## every :zeek:see:`MSEWatch::flow_evidence`.
-	const evidence_version = 1;
+	## every :zeek:see:`MSEWatch::flow_evidence`: 2, the per-packet values
+	## packed into strings (docs/evidence.md; bridges read 1 and 2).
+	const evidence_version = 2;
 
 	## Evidence budget: payload-bearing packets recorded per flow in
 	## ``sizes`` and ``times`` (N).

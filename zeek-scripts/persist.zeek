@@ -9,6 +9,8 @@
 ##! ``zeek_done`` and reads it back at its next start, where it waits for a
 ##! bridge like any other unanswered evidence.  The verdicts are then logged by
 ##! the new Zeek (msewatch.log carries the uid; the old conn.log has no label).
+##! A file saved by an older package (evidence version 1, typed vectors) is
+##! read too: its evidence is packed into version 2 and sent as such.
 
 @load base/frameworks/input
 @load base/frameworks/telemetry
@@ -47,6 +49,33 @@ type SavedEvidence: record {
 	resp_h: addr;
 	resp_p: port;
 	ts: time;
+	sizes: string;
+	times: string;
+	bursts: string;
+	orig_heads: string;
+	resp_heads: string;
+	orig_pkts: count;
+	resp_pkts: count;
+	orig_bytes: count;
+	resp_bytes: count;
+	duration: interval;
+	handshake: bool;
+	closed: bool;
+	complete: bool;
+};
+
+# The same as an older package saved it (evidence version 1).
+type SavedEvidenceV1: record {
+	topic: string;
+	since: time;
+	version: count;
+	uid: string;
+	community_id: string;
+	orig_h: addr;
+	orig_p: port;
+	resp_h: addr;
+	resp_p: port;
+	ts: time;
 	sizes: vector of int;
 	times: vector of interval;
 	bursts: vector of int;
@@ -74,6 +103,19 @@ type SavedLine: record {
 global restore_line: event(desc: Input::EventDescription, tpe: Input::Event, line: string);
 
 global restored = 0;
+global restored_v1 = 0;
+
+function from_v1(e: SavedEvidenceV1): SavedEvidence
+	{
+	return SavedEvidence($topic=e$topic, $since=e$since, $version=evidence_version,
+	    $uid=e$uid, $community_id=e$community_id, $orig_h=e$orig_h, $orig_p=e$orig_p,
+	    $resp_h=e$resp_h, $resp_p=e$resp_p, $ts=e$ts, $sizes=pack_ints(e$sizes),
+	    $times=pack_times(e$times), $bursts=pack_ints(e$bursts),
+	    $orig_heads=pack_heads(e$orig_heads), $resp_heads=pack_heads(e$resp_heads),
+	    $orig_pkts=e$orig_pkts, $resp_pkts=e$resp_pkts, $orig_bytes=e$orig_bytes,
+	    $resp_bytes=e$resp_bytes, $duration=e$duration, $handshake=e$handshake,
+	    $closed=e$closed, $complete=e$complete);
+	}
 
 function saved_json(u: Unanswered): string
 	{
@@ -117,13 +159,23 @@ event zeek_init() &priority=-5
 event restore_line(desc: Input::EventDescription, tpe: Input::Event, line: string)
 	{
 	local r = from_json(line, SavedEvidence);
-	if ( ! r$valid )
+	local e: SavedEvidence;
+	local v1 = F;
+	if ( r$valid )
+		e = r$v as SavedEvidence;
+	else
 		{
-		Reporter::warning(fmt("MSEWatch: %s: unreadable line skipped: %s", unanswered_file, r$err));
-		return;
+		local r1 = from_json(line, SavedEvidenceV1);
+		if ( ! r1$valid )
+			{
+			Reporter::warning(fmt("MSEWatch: %s: unreadable line skipped: %s", unanswered_file, r$err));
+			return;
+			}
+
+		e = from_v1(r1$v as SavedEvidenceV1);
+		v1 = T;
 		}
 
-	local e = r$v as SavedEvidence;
 	if ( e$uid in unanswered )
 		return;
 
@@ -144,6 +196,8 @@ event restore_line(desc: Input::EventDescription, tpe: Input::Event, line: strin
 
 	unanswered[e$uid]$since = e$since;
 	++restored;
+	if ( v1 )
+		++restored_v1;
 	Telemetry::counter_inc(restored_c);
 
 	if ( bridge_subscribed(e$topic) )
@@ -160,6 +214,8 @@ event Input::end_of_data(name: string, source: string)
 
 	Input::remove(name);
 	unlink(unanswered_file);
-	Reporter::info(fmt("MSEWatch: %d flows waiting for their verdict restored from %s",
-	                   restored, unanswered_file));
+	Reporter::info(fmt("MSEWatch: %d flows waiting for their verdict restored from %s%s",
+	                   restored, unanswered_file,
+	                   restored_v1 > 0 ? fmt(" (%d saved as evidence version 1, sent as version 2)",
+	                                         restored_v1) : ""));
 	}

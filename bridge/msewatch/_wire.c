@@ -596,6 +596,122 @@ bad:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ evidence version 2
+ * The per-packet vectors packed into one string each (wire/events.py unpack_*, whose grammar
+ * this is): integers joined by ',' ("" = none), heads as hex each followed by ','. Anything
+ * else - escapes in the JSON string included - leaves the message to the Python path. */
+
+/* a string argument {"@data-type":"string","data":"..."}: the bytes up to the first '"',
+   unchecked - the grammar below admits none of the bytes that a JSON string escapes or that
+   need a UTF-8 check, so one pass (the parse) checks them, after memchr found the end */
+static int packed_str(Cur *c, const unsigned char **s, Py_ssize_t *n)
+{
+    if (!typed_open(c, "string")) return 0;
+    ws(c);
+    if (c->p >= c->end || *c->p != '"') return 0;
+    const unsigned char *a = c->p + 1, *q = memchr(a, '"', (size_t)(c->end - a));
+    if (q == NULL) return 0;
+    *s = a;
+    *n = q - a;
+    c->p = q + 1;
+    return typed_close(c);
+}
+
+/* s[0:n] as integers joined by ',': "0" | "-"?[1-9][0-9]{0,18} within int64 (`sign`), or
+   "0" | [1-9][0-9]{0,18} within int64 read as nanoseconds -> float seconds (!`sign`). The
+   first `keep` as a tuple, the rest counted (*total) and, only when `bounded`, checked but
+   not kept; otherwise more than `keep` leave the message to the Python path (NULL) */
+static PyObject *packed_ints(const unsigned char *s, Py_ssize_t n, Py_ssize_t keep, Py_ssize_t *total, int bounded,
+                             int sign)
+{
+    PyObject *items[KEEP_SIZES];
+    Py_ssize_t k = 0, kept = 0;
+    const unsigned char *p = s, *end = s + n;
+    if (n > 0) {
+        for (;;) {
+            int neg = 0;
+            if (sign && p < end && *p == '-') {
+                neg = 1;
+                p++;
+            }
+            if (p >= end || *p < '0' || *p > '9') goto bad;
+            uint64_t v = 0;
+            if (*p == '0') {
+                if (neg) goto bad; /* "-0" */
+                p++;
+            } else {
+                int nd = 0;
+                while (p < end && *p >= '0' && *p <= '9') {
+                    if (++nd > 19) goto bad;
+                    v = v * 10 + (uint64_t)(*p - '0'); /* 19 digits < 2**64 */
+                    p++;
+                }
+            }
+            if (v > (uint64_t)INT64_MAX + (uint64_t)neg) goto bad;
+            if (kept < keep) {
+                PyObject *o;
+                if (sign)
+                    o = PyLong_FromLongLong(neg ? (int64_t)(0 - v) : (int64_t)v);
+                else
+                    o = PyFloat_FromDouble((double)(int64_t)v / 1e9);
+                if (o == NULL) goto bad;
+                items[kept++] = o;
+            } else if (!bounded)
+                goto bad;
+            k++;
+            if (p == end) break;
+            if (*p != ',' || ++p == end) goto bad;
+        }
+    }
+    PyObject *t = PyTuple_New(kept);
+    if (t == NULL) goto bad;
+    for (Py_ssize_t i = 0; i < kept; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    *total = k;
+    return t;
+bad:
+    for (Py_ssize_t i = 0; i < kept; i++) Py_DECREF(items[i]);
+    return NULL;
+}
+
+/* s[0:n] as hex heads each followed by ',' (either case, even length): the first KEEP_HEADS of
+   at most KEEP_HEAD_BYTES bytes each; more, or longer, only when `bounded` (then only checked) */
+static PyObject *packed_heads(const unsigned char *s, Py_ssize_t n, int bounded)
+{
+    PyObject *items[KEEP_HEADS];
+    int nitems = 0;
+    Py_ssize_t k = 0;
+    unsigned char tmp[KEEP_HEAD_BYTES];
+    const unsigned char *p = s, *end = s + n;
+    while (p < end) {
+        Py_ssize_t nb = 0;
+        while (p < end && *p != ',') {
+            if (p + 1 >= end) goto bad;
+            unsigned hi = HEXV[p[0]], lo = HEXV[p[1]];
+            if ((hi | lo) == 0xFF) goto bad;
+            if (nb < KEEP_HEAD_BYTES) tmp[nb] = (unsigned char)(hi << 4 | lo);
+            else if (!bounded) goto bad;
+            nb++;
+            p += 2;
+        }
+        if (p >= end) goto bad; /* the last head has no ',' */
+        p++;
+        if (k < KEEP_HEADS) {
+            PyObject *b = PyBytes_FromStringAndSize((const char *)tmp, nb < KEEP_HEAD_BYTES ? nb : KEEP_HEAD_BYTES);
+            if (b == NULL) goto bad;
+            items[nitems++] = b;
+        } else if (!bounded)
+            goto bad;
+        k++;
+    }
+    PyObject *t = PyTuple_New(nitems);
+    if (t == NULL) goto bad;
+    for (int i = 0; i < nitems; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+bad:
+    for (int i = 0; i < nitems; i++) Py_DECREF(items[i]);
+    return NULL;
+}
+
 static int get_buffer(PyObject *raw, const unsigned char **p, Py_ssize_t *n, Py_buffer *view)
 {
     view->obj = NULL;
@@ -657,8 +773,9 @@ static PyObject *Decoder_decode(Decoder *self, PyObject *raw)
         sn != 23 || memcmp(s, "MSEWatch::flow_evidence", 23) != 0 || !typed_close(c) || !ch(c, ',') ||
         !typed_open(c, "vector") || !ch(c, '['))
         goto none;
-    /* 0 version */
-    if (!typed_open(c, "count") || !uint64v(c, &ver) || ver != 1 || !typed_close(c) || !ch(c, ',')) goto none;
+    /* 0 version: 1 (typed vectors) or 2 (packed) */
+    if (!typed_open(c, "count") || !uint64v(c, &ver) || (ver != 1 && ver != 2) || !typed_close(c) || !ch(c, ','))
+        goto none;
     /* 1 uid, 2 community_id */
     if (!typed_open(c, "string") || !str(c, &s, &sn) || !typed_close(c) || !ch(c, ',')) goto none;
     if ((v[E_UID] = utf8(s, sn)) == NULL) goto none;
@@ -687,13 +804,31 @@ static PyObject *Decoder_decode(Decoder *self, PyObject *raw)
         }
         if (v[E_TS] == NULL) goto error;
     }
-    /* 8 sizes, 9 times, 10 bursts */
-    if ((v[E_SIZES] = ints(c, KEEP_SIZES, &nsizes, bounded)) == NULL || !ch(c, ',')) goto none;
-    if ((v[E_TIMES] = spans(c, KEEP_SIZES, &ntimes, bounded)) == NULL || ntimes != nsizes || !ch(c, ',')) goto none;
-    if ((v[E_BURSTS] = ints(c, KEEP_BURSTS, &nbursts, bounded)) == NULL || !ch(c, ',')) goto none;
-    /* 11 orig_heads, 12 resp_heads */
-    if ((v[E_ORIG_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
-    if ((v[E_RESP_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
+    if (ver == 2) {
+        /* 8 sizes, 9 times, 10 bursts, 11 orig_heads, 12 resp_heads: packed strings */
+        if (!packed_str(c, &s, &sn) || (v[E_SIZES] = packed_ints(s, sn, KEEP_SIZES, &nsizes, bounded, 1)) == NULL ||
+            !ch(c, ','))
+            goto none;
+        if (!packed_str(c, &s, &sn) || (v[E_TIMES] = packed_ints(s, sn, KEEP_SIZES, &ntimes, bounded, 0)) == NULL ||
+            ntimes != nsizes || !ch(c, ','))
+            goto none;
+        if (!packed_str(c, &s, &sn) || (v[E_BURSTS] = packed_ints(s, sn, KEEP_BURSTS, &nbursts, bounded, 1)) == NULL ||
+            !ch(c, ','))
+            goto none;
+        if (!packed_str(c, &s, &sn) || (v[E_ORIG_HEADS] = packed_heads(s, sn, bounded)) == NULL || !ch(c, ','))
+            goto none;
+        if (!packed_str(c, &s, &sn) || (v[E_RESP_HEADS] = packed_heads(s, sn, bounded)) == NULL || !ch(c, ','))
+            goto none;
+    } else {
+        /* 8 sizes, 9 times, 10 bursts */
+        if ((v[E_SIZES] = ints(c, KEEP_SIZES, &nsizes, bounded)) == NULL || !ch(c, ',')) goto none;
+        if ((v[E_TIMES] = spans(c, KEEP_SIZES, &ntimes, bounded)) == NULL || ntimes != nsizes || !ch(c, ','))
+            goto none;
+        if ((v[E_BURSTS] = ints(c, KEEP_BURSTS, &nbursts, bounded)) == NULL || !ch(c, ',')) goto none;
+        /* 11 orig_heads, 12 resp_heads */
+        if ((v[E_ORIG_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
+        if ((v[E_RESP_HEADS] = heads(c, bounded)) == NULL || !ch(c, ',')) goto none;
+    }
     /* 13-16 counters */
     for (int i = E_ORIG_PKTS; i <= E_RESP_BYTES; i++)
         if ((v[i] = count_obj(c)) == NULL || !ch(c, ',')) goto none;

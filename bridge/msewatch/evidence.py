@@ -1,4 +1,4 @@
-"""The evidence contract (v1): what is collected per connection, identically by the
+"""The evidence contract: what is collected per connection, identically by the
 Zeek scripts and by the offline pcap extractor. docs/evidence.md is its prose twin.
 
 Everything here is immutable; the engine builds a `FlowEvidence` snapshot from its
@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EVIDENCE_VERSION = 1
+# The version of MSEWatch::flow_evidence the Zeek package publishes (docs/evidence.md, "On the
+# Zeek wire"): 2 packs the per-packet vectors into strings; 1 (typed vectors) is still read,
+# from older packages and from evidence an older package saved at a graceful stop.
+EVIDENCE_VERSION = 2
+EVIDENCE_VERSIONS = (1, 2)
 MIN_RTO = 0.2  # seconds: Linux's minimum TCP retransmission timeout (TCP_RTO_MIN)
 
 TCP = "tcp"

@@ -6,6 +6,8 @@
 #include <netinet/udp.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 
 #include <zeek/Conn.h>
 #include <zeek/Event.h>
@@ -31,8 +33,8 @@ struct ScriptNames {
     zeek::Tag tag;
     int ev_field = -1; // connection$msewatch_ev
     zeek::RecordTypePtr ev_type;
-    int f_sizes = -1, f_times = -1, f_runs = -1, f_orig_heads = -1, f_resp_heads = -1, f_bursts = -1;
-    zeek::VectorTypePtr int_vec, interval_vec, string_vec;
+    int f_sizes = -1, f_times = -1, f_orig_heads = -1, f_resp_heads = -1, f_bursts = -1;
+    zeek::StringValPtr empty; // a packed field with no value
     zeek::EventHandlerPtr budget_spent;
     zeek::detail::IDPtr max_packets, max_bursts, head_bytes, udp_heads, max_age, publish_at_max_age;
 
@@ -55,13 +57,26 @@ zeek::detail::IDPtr find_option(const char* name) {
 
 uint64_t count_of(const zeek::detail::IDPtr& id) { return id->GetVal()->AsCount(); }
 
-void lower_hex(const u_char* data, int n, std::string& out) {
+// Appends a head as flow_evidence version 2 carries it: lower-case hex, then ','.
+void append_head(const u_char* data, int n, std::string& out) {
     static const char digits[] = "0123456789abcdef";
-    out.resize(2 * n);
+    size_t at = out.size();
+    out.resize(at + 2 * n + 1);
     for ( int i = 0; i < n; ++i ) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 0x0f];
+        out[at + 2 * i] = digits[data[i] >> 4];
+        out[at + 2 * i + 1] = digits[data[i] & 0x0f];
     }
+    out[at + 2 * n] = ',';
+}
+
+// Appends v in decimal, after a ',' unless out is empty (version 2's integer lists).
+void append_int(std::string& out, int64_t v) {
+    char buf[24];
+    char* p = buf;
+    if ( ! out.empty() )
+        *p++ = ',';
+    p = std::to_chars(p, buf + sizeof(buf), v).ptr;
+    out.append(buf, p - buf);
 }
 
 } // namespace
@@ -83,19 +98,22 @@ bool Recorder::Configure() {
     names.ev_type = ev_type;
     names.f_sizes = ev_type->FieldOffset("sizes");
     names.f_times = ev_type->FieldOffset("times");
-    names.f_runs = ev_type->FieldOffset("runs");
     names.f_orig_heads = ev_type->FieldOffset("orig_heads");
     names.f_resp_heads = ev_type->FieldOffset("resp_heads");
     names.f_bursts = ev_type->FieldOffset("bursts");
-    if ( names.f_sizes < 0 || names.f_times < 0 || names.f_runs < 0 || names.f_orig_heads < 0 ||
-         names.f_resp_heads < 0 || names.f_bursts < 0 ) {
+    if ( names.f_sizes < 0 || names.f_times < 0 || names.f_orig_heads < 0 || names.f_resp_heads < 0 ||
+         names.f_bursts < 0 ) {
         zeek::reporter->Error("MSEWatch::Evidence: MSEWatch::Evidence lacks a field the plugin fills");
         return false;
     }
-
-    names.int_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_sizes));
-    names.interval_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_times));
-    names.string_vec = zeek::cast_intrusive<zeek::VectorType>(ev_type->GetFieldType(names.f_orig_heads));
+    for ( int f : {names.f_sizes, names.f_times, names.f_orig_heads, names.f_resp_heads, names.f_bursts} ) {
+        if ( ev_type->GetFieldType(f)->Tag() != zeek::TYPE_STRING ) {
+            zeek::reporter->Error("MSEWatch::Evidence: MSEWatch::Evidence is not the packed (string) one the "
+                                  "plugin fills: scripts of another version?");
+            return false;
+        }
+    }
+    names.empty = zeek::make_intrusive<zeek::StringVal>("");
 
     names.max_packets = find_option("MSEWatch::max_packets");
     names.max_bursts = find_option("MSEWatch::max_bursts");
@@ -274,17 +292,19 @@ void Recorder::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_t
 
     sizes.push_back(is_orig ? size : -static_cast<int64_t>(size));
 
-    auto& heads = is_orig ? orig_heads : resp_heads;
+    auto& n_heads = is_orig ? n_orig_heads : n_resp_heads;
     uint64_t heads_per_direction = is_tcp ? 1 : count_of(names.udp_heads);
-    if ( heads.size() < heads_per_direction ) {
+    if ( n_heads < heads_per_direction ) {
         uint64_t keep = std::min<uint64_t>(count_of(names.head_bytes), 256);
         // What was captured, up to the datagram's end (a UDP length field shorter than the
         // IP payload ends it, as on the pcap path).
         int n_bytes = static_cast<int>(std::min<uint64_t>(keep, static_cast<uint64_t>(std::max(std::min(len, size), 0))));
-        lower_hex(data, n_bytes, heads.emplace_back());
+        append_head(data, n_bytes, is_orig ? orig_heads : resp_heads);
+        ++n_heads;
     }
 
-    times.push_back(age);
+    // In ns, rounded (the script recorder: double_to_int, i.e. rint).
+    times.push_back(static_cast<int64_t>(std::rint(age * 1e9)));
 
     if ( n + 1 >= count_of(names.max_packets) )
         BudgetSpent();
@@ -314,51 +334,39 @@ void Recorder::Take() {
 
     auto ev = zeek::make_intrusive<zeek::RecordVal>(names.ev_type);
 
-    // Sizes, and the signed direction runs they form (bursts_of() in the scripts), built
-    // as raw values: no Val per element.
-    std::vector<std::optional<zeek::ZVal>> z_sizes, z_bursts, z_times;
-    z_sizes.reserve(sizes.size());
-    z_bursts.reserve(runs);
-    z_times.reserve(times.size());
+    // flow_evidence version 2's strings: sizes, the signed direction runs they form
+    // (bursts_of() in the scripts) and times, as decimal integers joined by ','; the heads
+    // were built so as they were recorded. One string Val per field, none per element.
+    std::string p_sizes, p_bursts, p_times;
+    p_sizes.reserve(6 * sizes.size());
+    p_bursts.reserve(7 * runs);
+    p_times.reserve(10 * times.size());
     int64_t burst = 0;
     for ( auto s : sizes ) {
-        z_sizes.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(s)));
+        append_int(p_sizes, s);
         if ( burst != 0 && (burst > 0) != (s > 0) ) {
-            z_bursts.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(burst)));
+            append_int(p_bursts, burst);
             burst = 0;
         }
         burst += s;
     }
     if ( burst != 0 )
-        z_bursts.emplace_back(zeek::ZVal(static_cast<zeek_int_t>(burst)));
+        append_int(p_bursts, burst);
     for ( auto t : times )
-        z_times.emplace_back(zeek::ZVal(t));
+        append_int(p_times, t);
 
-    auto v_sizes = zeek::make_intrusive<zeek::VectorVal>(names.int_vec, &z_sizes);
-    auto v_bursts = zeek::make_intrusive<zeek::VectorVal>(names.int_vec, &z_bursts);
-    auto v_times = zeek::make_intrusive<zeek::VectorVal>(names.interval_vec, &z_times);
-
-    auto v_orig = zeek::make_intrusive<zeek::VectorVal>(names.string_vec);
-    for ( auto& h : orig_heads )
-        v_orig->Append(zeek::make_intrusive<zeek::StringVal>(h));
-
-    auto v_resp = zeek::make_intrusive<zeek::VectorVal>(names.string_vec);
-    for ( auto& h : resp_heads )
-        v_resp->Append(zeek::make_intrusive<zeek::StringVal>(h));
-
-    ev->Assign(names.f_sizes, std::move(v_sizes));
-    ev->Assign(names.f_times, std::move(v_times));
-    ev->Assign(names.f_runs, zeek::val_mgr->Count(runs));
-    ev->Assign(names.f_bursts, std::move(v_bursts));
-    ev->Assign(names.f_orig_heads, std::move(v_orig));
-    ev->Assign(names.f_resp_heads, std::move(v_resp));
+    ev->Assign(names.f_sizes, zeek::make_intrusive<zeek::StringVal>(p_sizes));
+    ev->Assign(names.f_times, zeek::make_intrusive<zeek::StringVal>(p_times));
+    ev->Assign(names.f_bursts, zeek::make_intrusive<zeek::StringVal>(p_bursts));
+    ev->Assign(names.f_orig_heads, zeek::make_intrusive<zeek::StringVal>(orig_heads));
+    ev->Assign(names.f_resp_heads, zeek::make_intrusive<zeek::StringVal>(resp_heads));
 
     Conn()->GetVal()->Assign(names.ev_field, std::move(ev));
 
     std::vector<int64_t>().swap(sizes);
-    std::vector<double>().swap(times);
-    std::vector<std::string>().swap(orig_heads);
-    std::vector<std::string>().swap(resp_heads);
+    std::vector<int64_t>().swap(times);
+    std::string().swap(orig_heads);
+    std::string().swap(resp_heads);
 }
 
 bool Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool ending) {
@@ -408,10 +416,10 @@ bool Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool
     zeek::Args cid_args{id, zeek::val_mgr->Count(0), zeek::val_mgr->True()}; // seed 0, base64
     auto cid = names.community_id->Invoke(&cid_args);
 
-    auto vec = [&ev](int field, const zeek::VectorTypePtr& t) -> zeek::ValPtr {
+    auto packed = [&ev](int field) -> zeek::ValPtr {
         if ( ev->HasField(field) )
             return ev->GetField(field);
-        return zeek::make_intrusive<zeek::VectorVal>(t);
+        return names.empty;
     };
 
     zeek::Args args;
@@ -424,11 +432,11 @@ bool Recorder::Publish(const zeek::RecordValPtr& c, zeek::Connection* conn, bool
     args.emplace_back(id->GetField(names.id_resp_h));
     args.emplace_back(resp_p);
     args.emplace_back(c->GetField(names.c_start));
-    args.emplace_back(vec(names.f_sizes, names.int_vec));
-    args.emplace_back(vec(names.f_times, names.interval_vec));
-    args.emplace_back(vec(names.f_bursts, names.int_vec));
-    args.emplace_back(vec(names.f_orig_heads, names.string_vec));
-    args.emplace_back(vec(names.f_resp_heads, names.string_vec));
+    args.emplace_back(packed(names.f_sizes));
+    args.emplace_back(packed(names.f_times));
+    args.emplace_back(packed(names.f_bursts));
+    args.emplace_back(packed(names.f_orig_heads));
+    args.emplace_back(packed(names.f_resp_heads));
     args.emplace_back(num_pkts(orig));
     args.emplace_back(num_pkts(resp));
     args.emplace_back(orig->GetField(names.e_size));
@@ -456,6 +464,7 @@ void Recorder::FlipRoles() {
         s = -s;
 
     std::swap(orig_heads, resp_heads);
+    std::swap(n_orig_heads, n_resp_heads);
     std::swap(record_orig, record_resp);
 }
 

@@ -5,7 +5,7 @@
 // the package's scripts are loaded. It records exactly what the script fallback in
 // zeek-scripts/evidence.zeek records from tcp_packet/udp_contents, with the same budgets
 // (read from the same MSEWatch options at each packet), and hands the evidence to the
-// scripts by setting connection$msewatch_ev:
+// scripts by setting connection$msewatch_ev (the packed strings of flow_evidence version 2):
 //
 //   * budget spent at a packet, or max_age reached (a timer set at the first payload
 //     packet): sets msewatch_ev and raises MSEWatch::native_budget_spent(c);
@@ -71,9 +71,12 @@ private:
     bool taken = false;
     uint64_t runs = 0;
     std::vector<int64_t> sizes;
-    std::vector<double> times;
-    std::vector<std::string> orig_heads;
-    std::vector<std::string> resp_heads;
+    std::vector<int64_t> times; // ns since the connection's start
+    // The heads as flow_evidence version 2 carries them: hex, each followed by ','.
+    std::string orig_heads;
+    std::string resp_heads;
+    uint64_t n_orig_heads = 0;
+    uint64_t n_resp_heads = 0;
 };
 
 } // namespace zeek::plugin::MSEWatch_Evidence

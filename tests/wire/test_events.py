@@ -49,20 +49,40 @@ def test_evidence_event_has_the_contract_argument_types_in_order():
     name = msg["data"][2]["data"][0]["data"]
     args = msg["data"][2]["data"][1]["data"]
     assert name == "MSEWatch::flow_evidence"
-    assert [a["@data-type"] for a in args] == [t for _, t, _ in events.EVIDENCE_ARGS]
+    assert [a["@data-type"] for a in args] == [t for _, t, _ in events.EVIDENCE_ARGS_V2]
+    assert args[0]["data"] == 2
     assert args[4]["data"] == "51413/tcp" and args[6]["data"] == "6881/tcp"
     assert args[7]["data"] == "2025-11-22T02:26:56.152"
-    assert [x["data"] for x in args[9]["data"]] == ["0s", "12345us", "500ms", "1000001us"]
-    assert args[11]["data"][0]["data"] == bytes(range(40)).hex()
+    assert args[8]["data"] == "132,-310,580,-20" == args[10]["data"]
+    assert args[9]["data"] == "0,12345000,500000000,1000001000"
+    assert args[11]["data"] == bytes(range(40)).hex() + ","
+    assert args[12]["data"] == b"\x13BitTorrent protocol".hex() + ","
     assert args[17]["data"] == "1250ms"
 
 
-def test_evidence_round_trips_through_the_wire():
+def test_evidence_version_1_has_typed_vectors():
+    text = v1.encode_event_message(TOPIC, events.evidence_to_event(sample_evidence(), version=1))
+    args = json.loads(text)["data"][2]["data"][1]["data"]
+    assert [a["@data-type"] for a in args] == [t for _, t, _ in events.EVIDENCE_ARGS]
+    assert args[0]["data"] == 1
+    assert [x["data"] for x in args[9]["data"]] == ["0s", "12345us", "500ms", "1000001us"]
+    assert args[11]["data"][0]["data"] == bytes(range(40)).hex()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_evidence_round_trips_through_the_wire(version):
     ev = sample_evidence()
-    text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
+    text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev, version))
     topic, event = v1.decode_event_message(text)
     assert topic == TOPIC
     assert events.evidence_from_event(event) == ev
+
+
+@pytest.mark.parametrize("heads", [(), (b"",), (b"", b""), (b"\x00\xff", b""), (b"", b"\x01")])
+def test_empty_heads_are_kept_apart_in_version_2(heads):
+    """A head the snap length cut to nothing is an empty head, not no head."""
+    ev = sample_evidence(orig_heads=heads, resp_heads=tuple(reversed(heads)))
+    assert events.evidence_from_event(events.evidence_to_event(ev, 2)) == ev
 
 
 @settings(max_examples=150, deadline=None)
@@ -75,8 +95,9 @@ def test_evidence_round_trips_through_the_wire():
     heads=st.lists(st.binary(max_size=256), max_size=4),
     ms=st.integers(0, 4_000_000_000_000),
     flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    version=st.sampled_from([1, 2]),
 )
-def test_any_evidence_round_trips(proto, orig, resp, ports, sizes, heads, ms, flags):
+def test_any_evidence_round_trips(proto, orig, resp, ports, sizes, heads, ms, flags, version):
     times = tuple(i / 1000 for i in range(len(sizes)))  # values a nanosecond timespan carries exactly
     ev = sample_evidence(
         key=FlowKey(proto, orig, ports[0], resp, ports[1]),
@@ -90,19 +111,19 @@ def test_any_evidence_round_trips(proto, orig, resp, ports, sizes, heads, ms, fl
         closed=flags[1],
         complete=flags[2],
     )
-    _, event = v1.decode_event_message(v1.encode_event_message(TOPIC, events.evidence_to_event(ev)))
+    _, event = v1.decode_event_message(v1.encode_event_message(TOPIC, events.evidence_to_event(ev, version)))
     assert events.evidence_from_event(event) == ev
 
 
-def _args():
-    return list(events.evidence_to_event(sample_evidence()).args)
+def _args(version=1):
+    return list(events.evidence_to_event(sample_evidence(), version).args)
 
 
 @pytest.mark.parametrize(
     "mutate,message",
     [
         (lambda a: a.pop(), "takes 21 arguments, got 20"),
-        (lambda a: a.__setitem__(0, Count(2)), r"\(version\): evidence version 2 is not supported"),
+        (lambda a: a.__setitem__(0, Count(3)), r"\(version\): evidence version 3 is not supported \(this bridge speaks 1 and 2\)"),
         (lambda a: a.__setitem__(0, 1), r"data\[2\]\.data\[1\]\.data\[0\] \(version\): must be a count"),
         (lambda a: a.__setitem__(4, Port(1, "icmp")), r"\(orig_p\): port protocol must be tcp or udp"),
         (lambda a: a.__setitem__(6, Port(1, "udp")), r"\(resp_p\): port protocol udp differs"),
@@ -118,6 +139,39 @@ def test_bad_evidence_is_a_precise_wireerror(mutate, message):
     mutate(a)
     with pytest.raises(WireError, match=message):
         events.evidence_from_event(v1.Event(events.FLOW_EVIDENCE, a))
+
+
+@pytest.mark.parametrize(
+    "i,value,message",
+    [
+        (8, [132, -310, 580, -20], r"data\[2\]\.data\[1\]\.data\[8\] \(sizes\): must be a string, got list"),
+        (8, "132,-310,,-20", r"\(sizes\): must be signed decimal integers joined by ',', got '132,-310,,-20'"),
+        (8, "132,-310,580,-0", r"\(sizes\): must be signed decimal integers"),
+        (8, "132,-310,580,020", r"\(sizes\): must be signed decimal integers"),
+        (8, "132,-310,580,+20", r"\(sizes\): must be signed decimal integers"),
+        (8, "132,-310,580,-20,", r"\(sizes\): must be signed decimal integers"),
+        (8, "132,-310,580,9223372036854775808", r"\(sizes\): an integer exceeds 64 bits"),
+        (8, "132,-310,580,٢", r"\(sizes\): must be signed decimal integers"),
+        (9, "0,1,2", r"\(times\): has 3 entries but sizes has 4"),
+        (9, "0,1,-2,3", r"\(times\): must be non-negative decimal nanoseconds joined by ','"),
+        (9, "0,1,2,3.5", r"\(times\): must be non-negative decimal nanoseconds"),
+        (10, "1 ,2", r"\(bursts\): must be signed decimal integers"),
+        (11, "0a1b", r"\(orig_heads\): must be hex heads, each followed by ','"),
+        (11, "0a1,", r"\(orig_heads\): must be hex heads"),
+        (12, "0a 1b,", r"\(resp_heads\): must be hex heads"),
+        (12, "zz,", r"\(resp_heads\): must be hex heads"),
+    ],
+)
+def test_bad_version_2_evidence_is_a_precise_one_line_wireerror(i, value, message):
+    a = _args(2)
+    a[i] = value
+    with pytest.raises(WireError, match=message) as e:
+        events.evidence_from_event(v1.Event(events.FLOW_EVIDENCE, a))
+    assert "\n" not in str(e.value)
+    # the same message, whole, through every decoding path
+    text = v1.encode_event_message(TOPIC, v1.Event(events.FLOW_EVIDENCE, a))
+    with pytest.raises(WireError, match=message):
+        events.decode_evidence_message(text)
 
 
 def test_other_event_names_are_not_evidence():
@@ -206,11 +260,13 @@ def generic_evidence(text: str):
     sizes=st.lists(st.integers(-(2**63), 2**63 - 1).filter(bool), max_size=8),
     spans=st.lists(st.integers(0, 2**62), max_size=8),
     mutate=st.integers(0, 200),
-    junk=st.sampled_from([-3, 1.0, True, "x", None, [], {}, "1/tcp", "99999ns", "zz", "10.0.0.1/8", "١٢ns"]),
+    junk=st.sampled_from([-3, 1.0, True, "x", None, [], {}, "1/tcp", "99999ns", "zz", "10.0.0.1/8", "١٢ns",
+                          "", ",", "1,-2", "-0", "1,", "0a1b,", "0a1b", "٢", "9223372036854775808"]),
+    version=st.sampled_from([1, 2]),
 )
-def test_fast_evidence_accepts_exactly_what_the_generic_path_accepts(sizes, spans, mutate, junk):
+def test_fast_evidence_accepts_exactly_what_the_generic_path_accepts(sizes, spans, mutate, junk, version):
     ev = sample_evidence(sizes=tuple(sizes), times=tuple(s / 1e9 for s in spans[: len(sizes)]) + (0.0,) * max(0, len(sizes) - len(spans)))
-    obj = json.loads(v1.encode_event_message(TOPIC, events.evidence_to_event(ev)))
+    obj = json.loads(v1.encode_event_message(TOPIC, events.evidence_to_event(ev, version)))
     # overwrite one leaf "data" somewhere in the message with junk
     leaves = []
 

@@ -1,6 +1,6 @@
 """The compiled codec of the bridge's two hot messages (msewatch/_wire.c) against the Python
 one (wire/events.py): the decoder returns exactly what the Python path returns, or None and
-leaves the message to it; the encoder's bytes are encode_verdict's. Checked on every corpus
+leaves the message to it, for both evidence versions (1: typed vectors, 2: packed strings); the encoder's bytes are encode_verdict's. Checked on every corpus
 flow and on messages bent at random (a leaf replaced, spaces, reordered keys, escapes,
 numbers and timestamps of every form), and on the 16 MiB message the budget bounds."""
 
@@ -26,6 +26,11 @@ from msewatch.wire.v1 import WireError
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 TOPIC = "zeek/msewatch/evidence"
 VTOPIC = "zeek/msewatch/verdict"
+VERSIONS = (1, 2)
+
+
+def message(ev: FlowEvidence, version: int) -> str:
+    return v1.encode_event_message(TOPIC, events.evidence_to_event(ev, version))
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +60,10 @@ def reference(text: str | bytes):
         return ("error", str(e))
 
 
-def test_corpus_messages_decode_to_the_same_evidence(fast, corpus_evidence):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_corpus_messages_decode_to_the_same_evidence(fast, corpus_evidence, version):
     for ev in corpus_evidence:
-        text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
+        text = message(ev, version)
         for raw in (text, text.encode(), bytearray(text.encode()), json.dumps(json.loads(text), indent=1)):
             got = fast[0].decode(raw)
             assert got is not None and got == reference(text) == ev.__class__(**{
@@ -87,7 +93,11 @@ def _mutations(text: str, rng: random.Random) -> list[str]:
             "2026-11-22T02:51:28", "2026-11-22T02:51:28.1", "2026-11-22T02:51:28.123456789", "2026-02-30T00:00:00",
             "2026-11-22T02:51:28Z", "2026-11-22T02:51:28+01:00", "0000-01-01T00:00:00", "٢٠٢٦-11-22T02:51:28",
             "١٢ns", "CÄfoo", "\u2028", 2 ** 63, -(2 ** 63), 2 ** 63 - 1, -(2 ** 63) - 1, 2 ** 64 - 1, 2 ** 64,
-            "MSEWatch::flow_evidenc", "count", "vector", "MSEWatch::verdict"]
+            "MSEWatch::flow_evidenc", "count", "vector", "MSEWatch::verdict",
+            # version 2's packed strings, well-formed and not
+            "1,-2", "-0", "01", "1,", ",1", ",", "1,,2", "+1", " 1", "1 ,2", "١,2", "1.5", "9223372036854775807",
+            "-9223372036854775808", "9223372036854775808", "-9223372036854775809", "99999999999999999999",
+            "0a1b,", "0A1B,", "0a1b", "0a1,", ",,", "0a,,ff,", "zz,", "0a 1b,", "-1"]
     for _ in range(6):
         o = json.loads(text)
         ls = []
@@ -146,11 +156,12 @@ def _mutations(text: str, rng: random.Random) -> list[str]:
     return out
 
 
-def test_bent_messages_decode_as_the_python_path_does(fast, corpus_evidence):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bent_messages_decode_as_the_python_path_does(fast, corpus_evidence, version):
     rng = random.Random(7)
     n_fast = 0
     for ev in rng.sample(corpus_evidence, min(150, len(corpus_evidence))):
-        text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
+        text = message(ev, version)
         for bent in _mutations(text, rng):
             got = fast[0].decode(bent)
             if got is None:
@@ -167,14 +178,15 @@ def test_bent_messages_decode_as_the_python_path_does(fast, corpus_evidence):
     ts=st.floats(0, 4e9),
     heads=st.lists(st.binary(max_size=40), max_size=3),
     uid=st.text(max_size=12),
+    version=st.sampled_from(VERSIONS),
 )
-def test_generated_evidence_decodes_as_the_python_path_does(fast, sizes, spans, ts, heads, uid):
+def test_generated_evidence_decodes_as_the_python_path_does(fast, sizes, spans, ts, heads, uid, version):
     times = tuple(s / 1e9 for s in spans[: len(sizes)]) + (0.0,) * max(0, len(sizes) - len(spans))
     ev = FlowEvidence(key=FlowKey("udp", "fd00::1", 1, "192.0.2.1", 65535), uid=uid, community_id="1:x", ts=ts,
                       sizes=tuple(sizes), times=times, bursts=tuple(sizes[:3]), orig_heads=tuple(heads),
                       resp_heads=(), orig_pkts=2 ** 64 - 1, resp_pkts=0, handshake=False, closed=True, complete=True)
     try:
-        text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
+        text = message(ev, version)
     except WireError:
         return  # e.g. a lone surrogate in the uid
     got = fast[0].decode(text)
@@ -186,8 +198,9 @@ def test_decode_evidence_message_is_the_same_with_and_without_the_compiled_codec
     rng = random.Random(3)
     texts = []
     for ev in rng.sample(corpus_evidence, 40):
-        text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
-        texts += [text, *_mutations(text, rng)]
+        for version in VERSIONS:
+            text = message(ev, version)
+            texts += [text, *_mutations(text, rng)]
 
     def run():
         out = []
@@ -249,21 +262,25 @@ def test_generated_verdicts_encode_to_the_same_bytes(fast, uid, reasons, probabi
     assert both == want
 
 
-def _big(n: int, bad_tail: bool = False) -> str:
+def _big(n: int, bad_tail: bool = False, version: int = 1) -> str:
     ev = FlowEvidence(
         key=FlowKey("tcp", "10.0.0.1", 40000, "198.51.100.7", 6881), uid="Cbig", community_id="1:x", ts=1763778416.0,
         sizes=tuple(1 if i % 2 == 0 else -1 for i in range(n)), times=(0.0,) * n, bursts=(1, -1) * 40,
         orig_heads=(b"\x13BitTorrent protocol" * 20,) * 20, resp_heads=(), orig_pkts=n // 2, resp_pkts=n // 2,
         handshake=True, complete=True)
-    text = v1.encode_event_message(TOPIC, events.evidence_to_event(ev))
+    text = message(ev, version)
     if bad_tail:  # a value the budget never reads: beyond the 1,025 sizes the decoder keeps
-        text = text.replace('{"@data-type":"integer","data":-1}]', '{"@data-type":"integer","data":1.5}]', 1)
+        if version == 1:
+            text = text.replace('{"@data-type":"integer","data":-1}]', '{"@data-type":"integer","data":1.5}]', 1)
+        else:
+            text = text.replace(',-1"', ',1.5"', 1)
     return text
 
 
-def test_a_huge_message_is_read_within_the_budget(fast):
-    text = _big(400_000)
-    assert len(text) > 15 * 1024 * 1024
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_huge_message_is_read_within_the_budget(fast, version):
+    text = _big(400_000, version=version)
+    assert len(text) > (15 * 1024 * 1024 if version == 1 else events.MAX_GENERIC_MESSAGE)
     ev = events.decode_evidence_message(text)
     assert isinstance(ev, FlowEvidence)
     assert len(ev.sizes) == len(ev.times) == 1025 and len(ev.bursts) == 65 and len(ev.orig_heads) == 17
@@ -272,8 +289,8 @@ def test_a_huge_message_is_read_within_the_budget(fast):
     (v, *_) = eng.process_evidence(ev)
     assert eng.stats.evidence_truncated == 1
     # what the budget keeps decides exactly as the whole message would
-    small = v1.encode_event_message(TOPIC, events.evidence_to_event(FlowEvidence(**{
-        **{f: getattr(ev, f) for f in FlowEvidence.__slots__}, "sizes": ev.sizes[:40], "times": ev.times[:40]})))
+    small = message(FlowEvidence(**{
+        **{f: getattr(ev, f) for f in FlowEvidence.__slots__}, "sizes": ev.sizes[:40], "times": ev.times[:40]}), version)
     eng2 = Engine()
     (w, *_) = eng2.process_evidence(events.decode_evidence_message(small))
     assert v.to_dict() == w.to_dict()
@@ -286,18 +303,31 @@ def test_values_beyond_the_budget_are_not_read_in_a_message_beyond_the_python_pa
     assert isinstance(ev, FlowEvidence) and len(ev.sizes) == 1025
 
 
-def test_smaller_messages_are_read_whole_as_the_python_path_reads_them(fast):
+def test_a_packed_string_is_checked_whole_beyond_the_budget(fast):
+    """Version 2: a packed string is one value; what lies beyond the budget in it is scanned
+    (to count it) and checked, not kept."""
+    big = _big(400_000, bad_tail=True, version=2)
+    assert len(big) > events.MAX_GENERIC_MESSAGE
+    with pytest.raises(WireError, match="larger messages than 1048576 bytes are read only"):
+        events.decode_evidence_message(big)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_smaller_messages_are_read_whole_as_the_python_path_reads_them(fast, version):
     """Below MAX_GENERIC_MESSAGE the compiled decoder keeps every value or leaves the message
     to the Python path: the same evidence, the same error."""
-    text = _big(5000)
+    text = _big(5000, version=version)
     assert len(text) < events.MAX_GENERIC_MESSAGE
     assert fast[0].decode(text) is None
     assert len(events.decode_evidence_message(text).sizes) == 5000
-    with pytest.raises(WireError, match=r"data\[8\]\.data\[4999\]: integer must be a JSON integer"):
-        events.decode_evidence_message(_big(5000, bad_tail=True))
+    error = (r"data\[8\]\.data\[4999\]: integer must be a JSON integer" if version == 1 else
+             r"data\[8\] \(sizes\): must be signed decimal integers joined by ','")
+    with pytest.raises(WireError, match=error):
+        events.decode_evidence_message(_big(5000, bad_tail=True, version=version))
 
 
-def test_a_huge_message_that_is_not_flow_evidence_is_rejected_unread(fast):
-    text = _big(400_000).replace("MSEWatch::flow_evidence", "MSEWatch::other_event")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_huge_message_that_is_not_flow_evidence_is_rejected_unread(fast, version):
+    text = _big(400_000, version=version).replace("MSEWatch::flow_evidence", "MSEWatch::other_event")
     with pytest.raises(WireError, match="larger messages than 1048576 bytes are read only"):
         events.decode_evidence_message(text)

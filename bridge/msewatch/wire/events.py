@@ -1,6 +1,8 @@
 """The msewatch events on the Zeek wire (docs/evidence.md is the contract).
 
-MSEWatch::flow_evidence   Zeek -> bridge, 21 flat typed arguments -> FlowEvidence
+MSEWatch::flow_evidence   Zeek -> bridge, 21 flat typed arguments -> FlowEvidence; version 2
+                          (what the package publishes) packs the per-packet vectors into
+                          strings, version 1 (typed vectors) is still read
 MSEWatch::verdict         bridge -> Zeek, from FlowVerdict
 MSEWatch::host_verdict    bridge -> Zeek, from HostVerdict
 
@@ -13,11 +15,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import ipaddress
+import re
 from typing import Any
 
 import orjson
 
-from ..evidence import EVIDENCE_VERSION, FlowEvidence, FlowKey
+from ..evidence import EVIDENCE_VERSION, EVIDENCE_VERSIONS, FlowEvidence, FlowKey
 from ..verdict import FlowVerdict, HostVerdict
 from .v1 import (
     DEFAULT,
@@ -70,6 +73,81 @@ EVIDENCE_ARGS: tuple[tuple[str, str, str | None], ...] = (
     ("complete", "boolean", None),
 )
 
+# Version 2: the same arguments, the per-packet vectors (8-12) packed into one string each
+# (pack_evidence_fields / unpack_* below).
+EVIDENCE_ARGS_V2: tuple[tuple[str, str, str | None], ...] = tuple(
+    (name, "string", None) if 8 <= i <= 12 else (name, typ, elem) for i, (name, typ, elem) in enumerate(EVIDENCE_ARGS)
+)
+EVIDENCE_ARGS_BY_VERSION = {1: EVIDENCE_ARGS, 2: EVIDENCE_ARGS_V2}
+
+# --------------------------------------------------------------------------- evidence v2
+#
+# sizes, bursts   signed decimal integers (int64, no "+", no leading zeros, no "-0") joined
+#                 by ","; "" when there are none
+# times           nanoseconds since ts, non-negative decimal integers, joined by ","
+# *_heads         each head's hex followed by ",": "" = no head, "," = one empty head
+#                 (a datagram whose payload the snap length cut off entirely)
+#
+# The compiled decoder (msewatch/_wire.c) reads exactly this grammar too.
+
+_INT = r"(?:0|-?[1-9][0-9]{0,18})"
+_UINT = r"(?:0|[1-9][0-9]{0,18})"
+_PACKED_INTS = re.compile(f"{_INT}(?:,{_INT})*")
+_PACKED_UINTS = re.compile(f"{_UINT}(?:,{_UINT})*")
+_HEX_AND_COMMA = re.compile(r"[0-9a-fA-F,]*")
+_BAD_HEADS = "must be hex heads, each followed by ','"
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def unpack_ints(text: str) -> tuple[int, ...]:
+    """"517,-300" -> (517, -300); ValueError unless the v2 grammar of sizes and bursts."""
+    if not text:
+        return ()
+    if _PACKED_INTS.fullmatch(text) is None:
+        raise ValueError("must be signed decimal integers joined by ','")
+    out = tuple(map(int, text.split(",")))
+    if min(out) < _INT_MIN or max(out) > _INT_MAX:
+        raise ValueError("an integer exceeds 64 bits")
+    return out
+
+
+def unpack_times(text: str) -> tuple[float, ...]:
+    """"0,358104706" (ns) -> (0.0, 0.358104706) seconds; ValueError unless the v2 grammar."""
+    if not text:
+        return ()
+    if _PACKED_UINTS.fullmatch(text) is None:
+        raise ValueError("must be non-negative decimal nanoseconds joined by ','")
+    out = tuple(map(int, text.split(",")))
+    if max(out) > _INT_MAX:
+        raise ValueError("a time exceeds 64 bits of nanoseconds")
+    return tuple(ns / 1e9 for ns in out)
+
+
+def unpack_heads(text: str) -> tuple[bytes, ...]:
+    """"0a1b,," -> (bytes.fromhex("0a1b"), b""); ValueError unless the v2 grammar,
+    (?:(?:[0-9a-fA-F]{2})*,)*, checked in three cheaper steps: hex digits and ',' only, the
+    last head ends with ',', and bytes.fromhex rejects an odd count of digits."""
+    if not text:
+        return ()
+    if text[-1] != "," or _HEX_AND_COMMA.fullmatch(text) is None:
+        raise ValueError(_BAD_HEADS)
+    try:
+        return tuple(map(bytes.fromhex, text[:-1].split(",")))
+    except ValueError:
+        raise ValueError(_BAD_HEADS) from None
+
+
+def pack_evidence_fields(ev: FlowEvidence) -> tuple[str, str, str, str, str]:
+    """(sizes, times, bursts, orig_heads, resp_heads) of ev as version 2 carries them; times
+    rounded to nanoseconds, as the v1 timespans were (Timespan.from_seconds)."""
+    return (
+        ",".join(map(str, ev.sizes)),
+        ",".join(str(round(t * 1_000_000_000)) for t in ev.times),
+        ",".join(map(str, ev.bursts)),
+        "".join(h.hex() + "," for h in ev.orig_heads),
+        "".join(h.hex() + "," for h in ev.resp_heads),
+    )
+
 _PYCHECK: dict[str, Any] = {
     "count": lambda v: type(v) is Count,
     "integer": lambda v: type(v) is int,
@@ -98,7 +176,14 @@ def evidence_from_event(event: Event) -> FlowEvidence:
     a = event.args
     if len(a) != len(EVIDENCE_ARGS):
         raise WireError("data[2].data[1]", f"{FLOW_EVIDENCE} takes {len(EVIDENCE_ARGS)} arguments, got {len(a)}")
-    for i, (name, typ, elem) in enumerate(EVIDENCE_ARGS):
+    if type(a[0]) is not Count:
+        raise _bad(0, f"must be a count, got {type(a[0]).__name__} {a[0]!r:.60}")
+    version = int(a[0])
+    spec = EVIDENCE_ARGS_BY_VERSION.get(version)
+    if spec is None:
+        raise _bad(0, f"evidence version {version} is not supported (this bridge speaks"
+                      f" {' and '.join(map(str, EVIDENCE_VERSIONS))})")
+    for i, (name, typ, elem) in enumerate(spec):
         v = a[i]
         if not _PYCHECK[typ](v):
             raise _bad(i, f"must be a {typ}" + (f" of {elem}" if elem else "") + f", got {type(v).__name__} {v!r:.60}")
@@ -107,27 +192,37 @@ def evidence_from_event(event: Event) -> FlowEvidence:
             for j, x in enumerate(v):
                 if not check(x):
                     raise WireError(f"{_arg_path(i)}.data[{j}] ({name})", f"must be a {elem}, got {x!r:.60}")
-    if a[0] != EVIDENCE_VERSION:
-        raise _bad(0, f"evidence version {a[0]} is not supported (this bridge speaks {EVIDENCE_VERSION})")
     orig_p: Port = a[4]
     resp_p: Port = a[6]
     if orig_p.proto not in ("tcp", "udp"):
         raise _bad(4, f"port protocol must be tcp or udp, got {str(orig_p)!r}")
     if resp_p.proto != orig_p.proto:
         raise _bad(6, f"port protocol {resp_p.proto} differs from orig_p's {orig_p.proto}")
-    sizes = tuple(a[8])
-    times = tuple(t.ns / 1e9 for t in a[9])
+    if version == 1:
+        sizes = tuple(a[8])
+        times = tuple(t.ns / 1e9 for t in a[9])
+        bursts = tuple(a[10])
+        heads = []
+        for i in (11, 12):
+            hs = []
+            for j, h in enumerate(a[i]):
+                try:
+                    hs.append(bytes.fromhex(h))
+                except ValueError:
+                    raise WireError(f"{_arg_path(i)}.data[{j}] ({EVIDENCE_ARGS[i][0]})", f"head must be hex, got {h!r:.60}") from None
+            heads.append(tuple(hs))
+    else:
+        unpacked = []
+        for i, unpack in ((8, unpack_ints), (9, unpack_times), (10, unpack_ints), (11, unpack_heads),
+                          (12, unpack_heads)):
+            try:
+                unpacked.append(unpack(a[i]))
+            except ValueError as e:
+                raise _bad(i, f"{e}, got {a[i]!r:.60}") from None
+        sizes, times, bursts = unpacked[0], unpacked[1], unpacked[2]
+        heads = unpacked[3:]
     if len(times) != len(sizes):
         raise _bad(9, f"has {len(times)} entries but sizes has {len(sizes)}")
-    heads = []
-    for i in (11, 12):
-        hs = []
-        for j, h in enumerate(a[i]):
-            try:
-                hs.append(bytes.fromhex(h))
-            except ValueError:
-                raise WireError(f"{_arg_path(i)}.data[{j}] ({EVIDENCE_ARGS[i][0]})", f"head must be hex, got {h!r:.60}") from None
-        heads.append(tuple(hs))
     return FlowEvidence(
         key=FlowKey(orig_p.proto, str(a[3]), orig_p.number, str(a[5]), resp_p.number),
         uid=a[1],
@@ -135,7 +230,7 @@ def evidence_from_event(event: Event) -> FlowEvidence:
         ts=epoch_of(a[7]),
         sizes=sizes,
         times=times,
-        bursts=tuple(a[10]),
+        bursts=bursts,
         orig_heads=heads[0],
         resp_heads=heads[1],
         orig_pkts=int(a[13]),
@@ -149,14 +244,26 @@ def evidence_from_event(event: Event) -> FlowEvidence:
     )
 
 
-def evidence_to_event(ev: FlowEvidence) -> Event:
-    """FlowEvidence -> MSEWatch::flow_evidence (what the Zeek scripts send; used by the
-    fake Zeek in tests and by the benchmark)."""
+def evidence_to_event(ev: FlowEvidence, version: int = EVIDENCE_VERSION) -> Event:
+    """FlowEvidence -> MSEWatch::flow_evidence of `version` (2: what the Zeek package sends;
+    1: what older packages sent); used by the fake Zeek in tests and by the benchmarks."""
     k = ev.key
+    if version == 2:
+        packed: tuple = pack_evidence_fields(ev)
+    elif version == 1:
+        packed = (
+            list(ev.sizes),
+            [Timespan.from_seconds(t) for t in ev.times],
+            list(ev.bursts),
+            [h.hex() for h in ev.orig_heads],
+            [h.hex() for h in ev.resp_heads],
+        )
+    else:
+        raise ValueError(f"no evidence version {version}")
     return Event(
         FLOW_EVIDENCE,
         (
-            Count(EVIDENCE_VERSION),
+            Count(version),
             ev.uid,
             ev.community_id,
             ipaddress.ip_address(k.orig_h),
@@ -164,11 +271,7 @@ def evidence_to_event(ev: FlowEvidence) -> Event:
             ipaddress.ip_address(k.resp_h),
             Port(k.resp_p, k.proto),
             timestamp_of(ev.ts),
-            list(ev.sizes),
-            [Timespan.from_seconds(t) for t in ev.times],
-            list(ev.bursts),
-            [h.hex() for h in ev.orig_heads],
-            [h.hex() for h in ev.resp_heads],
+            *packed,
             Count(ev.orig_pkts),
             Count(ev.resp_pkts),
             Count(ev.orig_bytes),
@@ -377,7 +480,8 @@ def fast_evidence(msg: Any, codec: Codec = DEFAULT) -> FlowEvidence | None:
         a = _typed(body[1], "vector")
         if type(a) is not list or len(a) != 21:
             return None
-        if _count(a[0]) != EVIDENCE_VERSION or type(a[0]["data"]) is not int:
+        version = _count(a[0])
+        if version not in EVIDENCE_VERSIONS or type(a[0]["data"]) is not int:
             return None
         uid, cid = _str(a[1]), _str(a[2])
         orig_h = _typed(a[3], "address")
@@ -394,22 +498,29 @@ def fast_evidence(msg: Any, codec: Codec = DEFAULT) -> FlowEvidence | None:
         if type(ts_text) is not str:
             return None
         ts = epoch_of(codec.parse_timestamp(ts_text))
-        sizes = _ints(a[8])
-        times = []
-        for t in _datas(a[9], "timespan"):
-            if t.__class__ is not str:
-                return None
-            times.append(_span_ns(t) / 1e9)
+        if version == 2:
+            sizes = unpack_ints(_str(a[8]))
+            times = unpack_times(_str(a[9]))
+            bursts = unpack_ints(_str(a[10]))
+            heads = [unpack_heads(_str(a[11])), unpack_heads(_str(a[12]))]
+        else:
+            sizes = _ints(a[8])
+            spans = []
+            for t in _datas(a[9], "timespan"):
+                if t.__class__ is not str:
+                    return None
+                spans.append(_span_ns(t) / 1e9)
+            times = tuple(spans)
+            bursts = _ints(a[10])
+            heads = []
+            for i in (11, 12):
+                hs = _datas(a[i], "string")
+                for h in hs:
+                    if h.__class__ is not str:
+                        return None
+                heads.append(tuple(bytes.fromhex(h) for h in hs))
         if len(times) != len(sizes):
             return None
-        bursts = _ints(a[10])
-        heads = []
-        for i in (11, 12):
-            hs = _datas(a[i], "string")
-            for h in hs:
-                if h.__class__ is not str:
-                    return None
-            heads.append(tuple(bytes.fromhex(h) for h in hs))
         counters = [_count(a[i]) for i in (13, 14, 15, 16)]
         dur = _typed(a[17], "timespan")
         if type(dur) is not str:
@@ -420,7 +531,7 @@ def fast_evidence(msg: Any, codec: Codec = DEFAULT) -> FlowEvidence | None:
             community_id=cid,
             ts=ts,
             sizes=sizes,
-            times=tuple(times),
+            times=times,
             bursts=bursts,
             orig_heads=heads[0],
             resp_heads=heads[1],

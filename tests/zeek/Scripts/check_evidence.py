@@ -61,7 +61,7 @@ def expected(flow, n: int, k: int, h: int, udp_heads: int) -> dict:
         "orig_heads": heads[True],
         "resp_heads": heads[False],
         "complete": True,
-        "version": 1,
+        "version": 2,  # evidence version 2 (packed; dump-evidence.zeek unpacks it)
     }
     if flow["proto"] == "tcp":
         flags = [(o, f) for _, o, f, _ in flow["packets"]]

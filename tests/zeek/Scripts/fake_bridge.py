@@ -2,8 +2,8 @@
 """A stand-in for `msewatch run` in the Zeek tests (needs `websockets`).
 
 Connects to Zeek's WebSocket API (v1 JSON), subscribes to the evidence topic,
-checks that every MSEWatch::flow_evidence carries the v1 types of
-docs/evidence.md, and answers each one with an MSEWatch::verdict:
+checks that every MSEWatch::flow_evidence carries the types of
+docs/evidence.md (evidence version 2, packed), and answers each one with an MSEWatch::verdict:
 label p2p_likely / protocol bt_mse for TCP flows to port 6881, normal_likely
 otherwise.  Exits when Zeek closes the connection; exit status 1 if any event
 was malformed.
@@ -14,19 +14,29 @@ usage: fake_bridge.py PORT [EVIDENCE_TOPIC] [VERDICT_TOPIC]
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-# v1 @data-type of each flow_evidence argument, in contract order.
+# v1 @data-type of each flow_evidence argument (evidence version 2), in contract order.
 EVIDENCE_TYPES = [
     "count", "string", "string", "address", "port", "address", "port", "timestamp",
-    "vector", "vector", "vector", "vector", "vector",
+    "string", "string", "string", "string", "string",
     "count", "count", "count", "count", "timespan", "boolean", "boolean", "boolean",
 ]  # fmt: skip
-VECTOR_ELEMENT_TYPES = {8: "integer", 9: "timespan", 10: "integer", 11: "string", 12: "string"}
+# The packed strings of version 2 (docs/evidence.md): what Zeek writes, lower-case hex included.
+INT = r"(?:0|-?[1-9][0-9]{0,18})"
+UINT = r"(?:0|[1-9][0-9]{0,18})"
+PACKED = {
+    8: re.compile(f"(?:{INT}(?:,{INT})*)?"),
+    9: re.compile(f"(?:{UINT}(?:,{UINT})*)?"),
+    10: re.compile(f"(?:{INT}(?:,{INT})*)?"),
+    11: re.compile(r"(?:(?:[0-9a-f]{2})*,)*"),
+    12: re.compile(r"(?:(?:[0-9a-f]{2})*,)*"),
+}
 
 
 def typed(t: str, v):
@@ -55,18 +65,12 @@ def check_evidence(args: list) -> list[str]:
     for i, (arg, want) in enumerate(zip(args, EVIDENCE_TYPES)):
         if arg.get("@data-type") != want:
             problems.append(f"argument {i + 1} is {arg.get('@data-type')}, not {want}")
-        elem = VECTOR_ELEMENT_TYPES.get(i)
-        if elem:
-            for x in arg.get("data", []):
-                if x.get("@data-type") != elem:
-                    problems.append(f"argument {i + 1} holds {x.get('@data-type')}, not {elem}")
-    if args[0].get("data") != 1:
-        problems.append(f"version is {args[0].get('data')}, not 1")
-    for i in (11, 12):
-        for x in args[i].get("data", []):
-            s = x.get("data", "")
-            if s != s.lower() or any(c not in "0123456789abcdef" for c in s):
-                problems.append(f"argument {i + 1} head is not lower-case hex: {s[:40]}")
+        elif i in PACKED and not PACKED[i].fullmatch(arg.get("data")):
+            problems.append(f"argument {i + 1} is not packed as version 2 packs it: {arg.get('data')[:60]!r}")
+    if args[0].get("data") != 2:
+        problems.append(f"version is {args[0].get('data')}, not 2")
+    if not problems and args[8]["data"].count(",") != args[9]["data"].count(","):
+        problems.append("sizes and times differ in length")
     return problems
 
 

@@ -6,6 +6,18 @@
 # @TEST-EXEC: test ! -e msewatch_unanswered.json
 # @TEST-EXEC: test "$(wc -l <saved)" = 2
 # @TEST-EXEC: cmp saved restored
+#
+# A file saved by an older package (evidence version 1, typed vectors: the two
+# flows below as that package saved them, Scripts/unanswered-v1.json) is read
+# too, and its evidence sent as version 2 (the same arguments but for the
+# times, which the old file holds in microseconds):
+# @TEST-EXEC: cp $SCRIPTS/unanswered-v1.json msewatch_unanswered.json
+# @TEST-EXEC: PHASE=load zeek $PACKAGE %INPUT >restored-v1 2>stderr-v1
+# @TEST-EXEC: test ! -e msewatch_unanswered.json
+# @TEST-EXEC: sed 's/^\([^,]*, [^,]*\), [0-9.]*, /\1, /' saved >saved-nosince
+# @TEST-EXEC: sed 's/^\([^,]*, [^,]*\), [0-9.]*, /\1, /' restored-v1 | sed 's/"0,358105,12500000,1000001000"/"0,358104706,12500000,1000001000"/' >restored-v1-nosince
+# @TEST-EXEC: cmp saved-nosince restored-v1-nosince
+# @TEST-EXEC: grep -q '(2 saved as evidence version 1, sent as version 2)' stderr-v1
 
 # The module's own view: the test reads its unexported table.
 module MSEWatch;
@@ -24,18 +36,15 @@ event zeek_init()
 	if ( getenv("PHASE") != "save" )
 		return;
 
-	local sizes = vector(+296, -310, +124, -82);
-	local times = vector(0 usec, 358.104706 usecs, 12.5 msecs, 1.000001 sec);
 	MSEWatch::keep_evidence("CmseA1", "zeek/msewatch/evidence",
-	    Cluster::make_event(MSEWatch::flow_evidence, 1, "CmseA1", "1:abc=", 10.0.0.1,
-	        51413/tcp, 10.0.0.2, 6881/tcp, double_to_time(1700000001.123456), sizes, times,
-	        vector(+296, -310, +124, -82), vector("0a1b"), vector("ff00"), 9, 7, 420, 392,
-	        1.000001 sec, T, F, T));
+	    Cluster::make_event(MSEWatch::flow_evidence, 2, "CmseA1", "1:abc=", 10.0.0.1,
+	        51413/tcp, 10.0.0.2, 6881/tcp, double_to_time(1700000001.123456),
+	        "296,-310,124,-82", "0,358104706,12500000,1000001000", "296,-310,124,-82",
+	        "0a1b,", "ff00,", 9, 7, 420, 392, 1.000001 sec, T, F, T));
 	MSEWatch::keep_evidence("CdhtB2", "zeek/msewatch/evidence/1/",
-	    Cluster::make_event(MSEWatch::flow_evidence, 1, "CdhtB2", "1:def=", 10.0.0.1,
-	        40000/udp, 10.0.0.3, 6881/udp, double_to_time(1700000002.5), vector(+60),
-	        vector(0 usec), vector(+60), vector("64313a6164"), vector(), 1, 0, 60, 0,
-	        0 usec, F, F, T));
+	    Cluster::make_event(MSEWatch::flow_evidence, 2, "CdhtB2", "1:def=", 10.0.0.1,
+	        40000/udp, 10.0.0.3, 6881/udp, double_to_time(1700000002.5), "60", "0", "60",
+	        "64313a6164,", "", 1, 0, 60, 0, 0 usec, F, F, T));
 	for ( i, uid in vector("CmseA1", "CdhtB2") )
 		show(uid);
 	}

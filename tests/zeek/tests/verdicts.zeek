@@ -23,15 +23,17 @@ redef MSEWatch::max_packets = 3;
 
 event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
     orig_h: addr, orig_p: port, resp_h: addr, resp_p: port, ts: time,
-    sizes: vector of int, times: vector of interval, bursts: vector of int,
-    orig_heads: vector of string, resp_heads: vector of string,
+    sizes: string, times: string, bursts: string,
+    orig_heads: string, resp_heads: string,
     orig_pkts: count, resp_pkts: count, orig_bytes: count, resp_bytes: count,
     duration: interval, handshake: bool, closed: bool, complete: bool)
 	{
-	if ( |sizes| == 0 )
+	if ( sizes == "" )
 		return;
 
-	local decided_at = ts + times[|times| - 1];
+	# The last recorded packet's time: the last of the packed nanoseconds.
+	local ns = split_string(times, /,/);
+	local decided_at = ts + double_to_interval(to_double(ns[|ns| - 1]) / 1e9);
 
 	if ( get_port_transport_proto(resp_p) == tcp )
 		{
