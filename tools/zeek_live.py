@@ -281,7 +281,9 @@ class Run:
             state = f"state:\n  path: {self.workdir / (name + '-state.json')}\n  interval: {STATE_INTERVAL}\n"
         cfg.write_text(
             "metrics:\n  enabled: false\n"
-            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n" + state
+            # every verdict in full: the counts below are msewatch.log's flow lines
+            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n"
+            "  full_verdicts: all\n" + state
         )
         log = self.workdir / f"{name}-{len(self.bridge_logs)}.log"
         self.bridge_logs.append(log)
