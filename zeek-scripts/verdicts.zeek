@@ -1,8 +1,10 @@
 ##! Verdicts from the bridge: msewatch.log, notices, and the ``msewatch``
 ##! field of conn.log.
 ##!
-##! The bridge publishes :zeek:see:`MSEWatch::verdict` and
-##! :zeek:see:`MSEWatch::host_verdict` on :zeek:see:`MSEWatch::verdict_topic`.
+##! The bridge publishes :zeek:see:`MSEWatch::verdict`,
+##! :zeek:see:`MSEWatch::host_verdict` and (to a package whose
+##! :zeek:see:`MSEWatch::hello` said it takes them) the packed conn.log
+##! labels :zeek:see:`MSEWatch::flow_labels` on :zeek:see:`MSEWatch::verdict_topic`.
 ##! The node that talks to the bridge (standalone, or the manager) logs them
 ##! and raises the notices; conn.log is labelled where the connection lives
 ##! (the same node, or a worker: see cluster.zeek).
