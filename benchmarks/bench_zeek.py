@@ -54,6 +54,7 @@ PACKAGE = common.REPO / "zeek-scripts"  # --package measures another copy (A/B)
 PLUGIN = common.REPO / "build"  # --plugin another build of the native recorder
 SMOKE_PCAP = common.CORPUS / "swarm.pcap"
 KINDS = ("plain", "script", "native", "script+bridge", "native+bridge")
+FULL_VERDICTS = "p2p_likely"  # --full-verdicts: the bridge's zeek.full_verdicts
 
 
 def find_zeek() -> str | None:
@@ -137,6 +138,7 @@ def run_variant(kind: str, zeek: str, pcap: Path, work: Path, extra: list[str] |
         "zeek:\n"
         f"  endpoints: [\"ws://127.0.0.1:{port}/v1/messages/json\"]\n"
         "  reconnect: {initial: 0.1, max: 0.5}\n"
+        f"  full_verdicts: {FULL_VERDICTS if FULL_VERDICTS in ('all', '[]') else [FULL_VERDICTS]}\n"
         "metrics: {enabled: false}\n")
     with open(work / "bridge.log", "w") as blog:
         bridge = subprocess.Popen(msewatch() + ["run", "-c", "bridge.yaml"], cwd=work, stdout=blog,
@@ -277,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="one run each on a small corpus capture (CI)")
     ap.add_argument("--package", type=Path, help="measure this copy of zeek-scripts/ instead (A/B)")
     ap.add_argument("--plugin", type=Path, help="use this build of the native recorder (default build/)")
+    ap.add_argument("--full-verdicts", choices=("p2p_likely", "all", "none"), default="p2p_likely",
+                    help="the bridge's zeek.full_verdicts: p2p_likely (default; the other flows get compact "
+                         "conn.log labels), all (every verdict in full), none (every flow a compact label)")
     args = ap.parse_args(argv)
-    global PACKAGE, PLUGIN
+    global PACKAGE, PLUGIN, FULL_VERDICTS
+    FULL_VERDICTS = "[]" if args.full_verdicts == "none" else args.full_verdicts
     if args.package:
         PACKAGE = args.package.resolve()
     if args.plugin:

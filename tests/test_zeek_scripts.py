@@ -169,7 +169,7 @@ def test_contract_tables_are_readable():
     assert contract_signature("host_verdict")[0] == ("host", "addr")
 
 
-@pytest.mark.parametrize("event", ["flow_evidence", "verdict", "host_verdict"])
+@pytest.mark.parametrize("event", ["flow_evidence", "verdict", "host_verdict", "flow_labels", "hello"])
 def test_event_signatures_match_contract(event):
     want = contract_flow_evidence() if event == "flow_evidence" else contract_signature(event)
     found = signatures_in_scripts(event)

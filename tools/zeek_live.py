@@ -65,6 +65,7 @@ REPLAY = REPO / "tools" / "zeek_replay.py"
 NS_PREFIX = "mwlive-"
 WS_PORT = 27759
 STATE_INTERVAL: float | None = None  # --state-interval
+FULL_VERDICTS = "all"  # --full-verdicts: the bridges' zeek.full_verdicts
 SCENARIOS = ("steady", "bridge-kill", "bridge-term", "bridge-late", "zeek-term", "zeek-kill", "mixed")
 
 # Loaded by every Zeek of these runs: log each raised evidence uid, write every log line
@@ -281,7 +282,9 @@ class Run:
             state = f"state:\n  path: {self.workdir / (name + '-state.json')}\n  interval: {STATE_INTERVAL}\n"
         cfg.write_text(
             "metrics:\n  enabled: false\n"
-            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n" + state
+            # every verdict in full by default: the counts below are msewatch.log's flow lines
+            "zeek:\n  reconnect: {initial: 0.2, max: 1.0, jitter: 0.2}\n  shutdown_timeout: 5.0\n"
+            f"  full_verdicts: {FULL_VERDICTS}\n" + state
         )
         log = self.workdir / f"{name}-{len(self.bridge_logs)}.log"
         self.bridge_logs.append(log)
@@ -680,6 +683,7 @@ COLUMNS = [
     ("host_verdicts_duplicated", "host_dup"),
     ("conn_labels", "conn_labels"),
     ("conn_label_mismatches", "label_mismatch"),
+    ("unlabelled_raised", "unlabelled"),
     ("seconds", "s"),
 ]
 
@@ -703,11 +707,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=90.0, help="seconds to wait for the last verdicts (default 90)")
     p.add_argument("--workdir", help="keep the logs here (default: a temporary folder, removed)")
     p.add_argument("--json", help="write the counts here")
+    p.add_argument("--full-verdicts", choices=("all", "p2p_likely"), default="all",
+                   help="the bridges' zeek.full_verdicts (default all: lost/dup count msewatch.log lines; with "
+                        "p2p_likely the other flows are only conn.log labels: see unlabelled_raised)")
     p.add_argument("--state-interval", type=float, metavar="SECONDS",
                    help="the bridge keeps its host state in a state file (state.path), saved this often")
     a = p.parse_args(argv)
-    global STATE_INTERVAL
+    global STATE_INTERVAL, FULL_VERDICTS
     STATE_INTERVAL = a.state_interval
+    FULL_VERDICTS = "[p2p_likely]" if a.full_verdicts == "p2p_likely" else a.full_verdicts
     why = can_run()
     if why:
         print(f"zeek_live: cannot run: {why}", file=sys.stderr)

@@ -304,6 +304,7 @@ def run_capture(pcap: Path, work: Path, zeek: str, timeout: float) -> Result:
             "zeek:\n"
             f"  endpoints: [\"ws://127.0.0.1:{port}/v1/messages/json\"]\n"
             "  reconnect: {initial: 0.1, max: 0.5}\n"
+            "  full_verdicts: all\n"  # msewatch.log is compared flow by flow
             "metrics: {enabled: false}\n"
             "outputs: {verdicts_jsonl: bridge-verdicts.jsonl}\n")
         (work / "bridge-verdicts.jsonl").unlink(missing_ok=True)

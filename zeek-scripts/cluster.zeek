@@ -28,6 +28,10 @@ module MSEWatch;
 export {
 	## Manager to workers: the conn.log label of flow *uid*.
 	global conn_label: event(uid: string, label: string);
+
+	## Manager to workers: the conn.log labels of flows, packed as in
+	## :zeek:see:`MSEWatch::flow_labels`.
+	global conn_labels: event(uids: string, labels: string);
 }
 
 # Standalone nodes do not load the handlers below (they would run for every
@@ -54,6 +58,48 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 event MSEWatch::conn_label(uid: string, label: string)
 	{
 	remember_conn_label(uid, label);
+	}
+
+# Compact labels: forwarded as they came, or only those in conn_log_labels.
+event MSEWatch::flow_labels(uids: string, labels: string)
+	{
+	if ( Cluster::local_node_type() != Cluster::MANAGER || |conn_log_labels| == 0 )
+		return;
+
+	if ( |conn_log_labels| < 3 )
+		{
+		local u = split_string(uids, / /);
+		local l = split_string(labels, / /);
+		local fu: vector of string = vector();
+		local fl: vector of string = vector();
+		for ( i in u )
+			if ( i < |l| && conn_log_label_wanted(l[i]) )
+				{
+				fu += u[i];
+				fl += l[i];
+				}
+
+		if ( |fu| == 0 )
+			return;
+
+		uids = join_string_vec(fu, " ");
+		labels = join_string_vec(fl, " ");
+		}
+
+@if ( Version::at_least("7.1") )
+	Cluster::publish(Cluster::worker_topic, MSEWatch::conn_labels, uids, labels);
+@else
+	Broker::publish(Cluster::worker_topic, MSEWatch::conn_labels, uids, labels);
+@endif
+	}
+
+event MSEWatch::conn_labels(uids: string, labels: string)
+	{
+	local u = split_string(uids, / /);
+	local l = split_string(labels, / /);
+	for ( i in u )
+		if ( i < |l| )
+			remember_conn_label(u[i], l[i]);
 	}
 
 # The manager keeps the evidence a worker published, for re-delivery.

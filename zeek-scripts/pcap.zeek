@@ -132,6 +132,17 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	terminate_when_answered();
 	}
 
+event MSEWatch::flow_labels(uids: string, labels: string) &priority=-10
+    &group="msewatch-pcap-bridge"
+	{
+	local u = split_string(uids, / /);
+	for ( i in u )
+		if ( u[i] in awaiting_verdict )
+			delete awaiting_verdict[u[i]];
+
+	terminate_when_answered();
+	}
+
 event Pcap::file_done(path: string)
 	{
 	if ( ! track_open_flows )

@@ -1,8 +1,10 @@
 ##! Verdicts from the bridge: msewatch.log, notices, and the ``msewatch``
 ##! field of conn.log.
 ##!
-##! The bridge publishes :zeek:see:`MSEWatch::verdict` and
-##! :zeek:see:`MSEWatch::host_verdict` on :zeek:see:`MSEWatch::verdict_topic`.
+##! The bridge publishes :zeek:see:`MSEWatch::verdict`,
+##! :zeek:see:`MSEWatch::host_verdict` and (to a package whose
+##! :zeek:see:`MSEWatch::hello` said it takes them) the packed conn.log
+##! labels :zeek:see:`MSEWatch::flow_labels` on :zeek:see:`MSEWatch::verdict_topic`.
 ##! The node that talks to the bridge (standalone, or the manager) logs them
 ##! and raises the notices; conn.log is labelled where the connection lives
 ##! (the same node, or a worker: see cluster.zeek).
@@ -105,6 +107,21 @@ export {
 	## A host's verdict, published by the bridge (docs/evidence.md).
 	global host_verdict: event(host: addr, label: string, score: double,
 	    probability: double, reasons: vector of string, ts: time);
+
+	## The conn.log labels of flow verdicts the bridge sends without the
+	## rest (its ``zeek.full_verdicts``, docs/evidence.md): *uids* and
+	## *labels* are space-separated, the i-th label (``label`` or
+	## ``label:protocol``) is the i-th uid's.  Handled like a verdict
+	## except that nothing goes to msewatch.log or notice.log: the kept
+	## evidence is forgotten, conn.log is labelled, a repeat is counted as
+	## a duplicate.
+	global flow_labels: event(uids: string, labels: string);
+
+	## Published on the evidence topic a bridge subscribed to, when it
+	## subscribes: what this package understands besides the v1 verdicts
+	## (``flow_labels``).  A bridge sends compact labels only to a package
+	## that said so.
+	global hello: event(features: vector of string);
 
 	## The conn.log label of a flow verdict: ``label`` or ``label:protocol``.
 	global conn_label_of: function(label: string, protocol: string): string;
@@ -370,6 +387,64 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	     label in conn_log_labels && ! Cluster::is_enabled() )
 		remember_conn_label(uid, guess ? label + ":" + protocol : label);
 	}
+
+# Whether a conn.log label (``label`` or ``label:protocol``) is one of
+# conn_log_labels.
+function conn_log_label_wanted(tag: string): bool
+	{
+	return tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels;
+	}
+
+# Flow verdicts sent as conn.log labels only: everything MSEWatch::verdict
+# does but msewatch.log and the notice.
+event MSEWatch::flow_labels(uids: string, labels: string)
+	{
+	local u = split_string(uids, / /);
+	local l = split_string(labels, / /);
+	if ( |u| != |l| )
+		{
+		Reporter::warning(fmt("MSEWatch::flow_labels: %d uids but %d labels; ignored", |u|, |l|));
+		return;
+		}
+
+	local here = ! Cluster::is_enabled();
+	for ( i in u )
+		{
+		local uid = u[i];
+		if ( uid in logged_verdicts )
+			{
+			Telemetry::counter_inc(duplicate_verdicts_c);
+			next;
+			}
+
+		add logged_verdicts[uid];
+
+		if ( uid in unanswered )
+			delete unanswered[uid];
+		else if ( keeping )
+			Telemetry::counter_inc(unsolicited_verdicts_c);
+
+		if ( here && (uid in awaiting_label || uid in held_conn_writes) &&
+		     conn_log_label_wanted(l[i]) )
+			remember_conn_label(uid, l[i]);
+		}
+	}
+
+@if ( Version::at_least("7.2") )
+# Tell a bridge that subscribes to evidence what this package takes.
+event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscriptions: string_vec)
+	{
+	for ( i in subscriptions )
+		{
+		local topic = subscriptions[i];
+		if ( starts_with(evidence_topic, topic) || starts_with(topic, evidence_topic) )
+			{
+			Cluster::publish(topic, MSEWatch::hello, vector("flow_labels"));
+			return;
+			}
+		}
+	}
+@endif
 
 event MSEWatch::host_verdict(host: addr, label: string, score: double,
     probability: double, reasons: vector of string, ts: time)

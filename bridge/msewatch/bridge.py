@@ -32,7 +32,7 @@ from .sinks.zeek_ws import AnsweredCache, VerdictQueue, VerdictSender
 from .sources.zeek_ws import EvidenceReader, open_session
 from .verdict import FlowVerdict
 from .wire.events import _compiled_codec as compiled_codec
-from .wire.events import encode_verdict_bytes, verdict_key
+from .wire.events import FEATURE_FLOW_LABELS, HELLO, conn_label, encode_flow_labels, encode_verdict_bytes, packable, verdict_key
 from .wire.v1 import UTC, Codec
 
 log = logging.getLogger("msewatch.bridge")
@@ -60,10 +60,16 @@ class Bridge:
         self.engine = engine
         self.metrics = metrics or Metrics()
         self.codec = Codec(UTC if cfg.timestamps == "utc" else None)
-        self.queue = VerdictQueue(cfg.queue_size, self.metrics)
+        self.queue = VerdictQueue(cfg.queue_size, self.metrics, cfg.label_batch, cfg.label_delay)
         self.answered = AnsweredCache(cfg.answered_cache)
-        self.sender = VerdictSender(self.queue, self.metrics, confirm_timeout=cfg.ack_timeout)
+        # flow labels whose verdicts always go in full; the others may go as compact labels
+        self._full = frozenset(cfg.full_verdicts)
+        self._compact = len(self._full) < 3
+        topic = cfg.verdict_topic
+        self.sender = VerdictSender(self.queue, self.metrics, confirm_timeout=cfg.ack_timeout,
+                                    encode_labels=(lambda u, l: encode_flow_labels(u, l, topic)) if self._compact else None)
         self.reader = EvidenceReader(self.codec, self.metrics, self._on_evidence)
+        self.reader.on_event = self._on_event
         self._stats = getattr(engine, "stats", None)
         fast = compiled_codec(self.codec)  # the compiled verdict encoder, or None
         self._encode_c = fast[1].encode if fast is not None else None
@@ -90,8 +96,8 @@ class Bridge:
         answers = self.answered.get(uid)
         if answers is not None:  # Zeek sent it again: same answer, no second decision
             metrics.evidence_repeated_total += 1
-            for key, message in answers:
-                self.queue.put(key, message)
+            for key, message, label in answers:
+                self.queue.put(key, message, label)
             return
         try:
             verdicts = self.engine.process_evidence(ev)
@@ -106,6 +112,8 @@ class Bridge:
         counts = metrics.verdicts
         put = self.queue.put
         encode_c = self._encode_c
+        full = self._full
+        compact = self._compact
         produced = []
         for v in verdicts or ():
             flow = type(v) is FlowVerdict
@@ -124,9 +132,25 @@ class Bridge:
                     metrics.verdicts_unencodable_total += 1
                     log.error("cannot encode the verdict for %s (%s: %s); dropped", key, type(e).__name__, e)
                     continue
-            produced.append((key, message))
-            put(key, message)
+            label = None
+            if compact and flow and v.label not in full:  # may go as a compact conn.log label
+                label = conn_label(v)
+                if not packable(key, label):
+                    label = None
+            produced.append((key, message, label))
+            put(key, message, label)
         self.answered.put(uid, tuple(produced))
+
+    def _on_event(self, event: Any) -> None:
+        """An event on the evidence topic other than flow evidence: the package's hello says
+        whether it takes compact labels on this connection."""
+        if event.name == HELLO and self._compact:
+            features = event.args[0] if event.args else ()
+            on = isinstance(features, (list, tuple)) and FEATURE_FLOW_LABELS in features
+            if on and not self.sender.labels:
+                log.info("Zeek's package takes compact labels: flows labelled other than %s go to it as "
+                         "conn.log labels (zeek.full_verdicts)", ", ".join(sorted(self._full)) or "nothing")
+            self.sender.labels = on
 
     # ---- lifecycle
 
@@ -244,6 +268,7 @@ class Bridge:
             extra={"endpoint": ack.endpoint, "zeek_version": ack.version, "url": url},
         )
         tasks: set[asyncio.Task] = set()
+        self.sender.labels = False  # full verdicts until this Zeek's package says it takes labels
         try:
             sender = asyncio.create_task(self.sender.run(ws), name="verdict-sender")
             tasks.add(sender)

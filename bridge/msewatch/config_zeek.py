@@ -136,6 +136,15 @@ class ZeekConfig(_Strict):
     # Zone of timestamps on the wire: Broker writes and reads them in the Zeek host's
     # local time without an offset, so this must match the Zeek host ("utc" or "local").
     timestamps: Literal["utc", "local"] = "utc"
+    # Flow labels whose verdicts go to Zeek in full (MSEWatch::verdict: msewatch.log, notices,
+    # conn.log). The other flows get only their conn.log label, packed in batches
+    # (MSEWatch::flow_labels), when Zeek's package says it takes them; "all" = every verdict
+    # in full (what older packages get anyway).
+    full_verdicts: list[Literal["p2p_likely", "normal_likely", "unknown"]] = ["p2p_likely"]
+    # Compact labels per flow_labels message; a batch goes out when it is full ...
+    label_batch: int = Field(1000, ge=1, le=100_000)
+    # ... or this many seconds after its first label (Zeek holds conn.log entries 2 s)
+    label_delay: float = Field(0.05, ge=0, le=1.0)
 
     @field_validator("endpoints")
     @classmethod
@@ -148,6 +157,18 @@ class ZeekConfig(_Strict):
                 parts.port
             except ValueError:
                 raise ValueError(f"endpoint {url!r} has an invalid port") from None
+        return v
+
+    @field_validator("full_verdicts", mode="before")
+    @classmethod
+    def _all_labels(cls, v: object) -> object:
+        return ["p2p_likely", "normal_likely", "unknown"] if v == "all" else v
+
+    @field_validator("full_verdicts")
+    @classmethod
+    def _no_repeats(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"full_verdicts {v!r} names a label twice")
         return v
 
     @field_validator("evidence_topic", "verdict_topic")

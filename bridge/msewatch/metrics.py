@@ -82,6 +82,7 @@ class Metrics:
     evidence_received_total: int = counter("MSEWatch::flow_evidence events received and decoded")
     evidence_repeated_total: int = counter("evidence for a flow already answered, answered again from the cache")
     verdicts_sent_total: int = counter("verdict events confirmed delivered to Zeek")
+    labels_sent_total: int = counter("flow verdicts of them sent as compact conn.log labels (MSEWatch::flow_labels)")
     verdicts_dropped_total: int = counter("verdicts dropped because the outgoing queue was full")
     reconnects_total: int = counter("connection attempts after the first (or after a loss)")
     server_errors_total: int = counter("error messages received from the Zeek server")

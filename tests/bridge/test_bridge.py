@@ -384,9 +384,9 @@ def test_full_queue_drops_new_verdicts_counts_and_logs(caplog):
     assert results == [True, True, True, False, False]
     assert (m.verdicts_dropped_total, m.queue_depth, len(q)) == (2, 3, 3)
     assert "DROPPED" in caplog.text
-    assert [k for k, _ in q.peek(10)] == ["u0", "u1", "u2"]  # the oldest are kept, in order
+    assert [e[0] for e in q.peek(10)] == ["u0", "u1", "u2"]  # the oldest are kept, in order
     q.confirm(2)
-    assert (m.queue_depth, [k for k, _ in q.peek(10)]) == (1, ["u2"])
+    assert (m.queue_depth, [e[0] for e in q.peek(10)]) == (1, ["u2"])
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter():
@@ -606,3 +606,169 @@ def test_evidence_with_200000_packets_is_cut_to_the_budget_while_metrics_keep_an
 
     assert scrapes or compiled.module("_wire") is not None, "no scrape was answered while the big message was being handled"
     assert re.search(r"^msewatch_evidence_truncated_total(\{[^}]*\})? 1(\.0)?$", late[-1], re.M), late[-1]
+
+
+# ----------------------------------------------------------------------------- compact labels
+
+
+HELLO = v1.encode_event_message(EVIDENCE_TOPIC, v1.Event(events.HELLO, (["flow_labels"],)))
+
+
+class MixedEngine:
+    """Flow i: p2p_likely/bt_mse when i % 3 == 0, normal_likely/tls when 1, unknown when 2."""
+
+    LABELS = (("p2p_likely", "bt_mse"), ("normal_likely", "tls"), ("unknown", "unknown"))
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def process_evidence(self, ev: FlowEvidence):
+        self.seen.append(ev.uid)
+        label, protocol = self.LABELS[int(ev.uid[1:]) % 3]
+        return [FlowVerdict(key=ev.key, uid=ev.uid, community_id=ev.community_id, ts=ev.ts, label=label,
+                            protocol=protocol, probability=0.9, flow_probability=0.9, host_score=0.0,
+                            decided_at_packet=1, decided_at=ev.ts, reasons=("x=1",), families=())]
+
+
+def want_tag(i: int) -> str:
+    label, protocol = MixedEngine.LABELS[i % 3]
+    return label if protocol == "unknown" else f"{label}:{protocol}"
+
+
+def received_labels(zeek: FakeZeek) -> list[tuple[str, str]]:
+    out = []
+    for _, ev in zeek.received:
+        if ev.name == events.FLOW_LABELS:
+            uids, labels = ev.args[0].split(" "), ev.args[1].split(" ")
+            assert len(uids) == len(labels)
+            out += zip(uids, labels)
+    return out
+
+
+def test_compact_labels_go_only_to_a_package_that_said_hello():
+    """Without the package's hello every verdict goes in full (an older package); after it,
+    flows outside full_verdicts go as packed conn.log labels, p2p_likely in full."""
+
+    async def scenario(hello: bool):
+        zeek = await FakeZeek().start()
+        bridge = Bridge(zeek_cfg(zeek.url), MixedEngine())
+        task = asyncio.create_task(bridge.run())
+        await zeek.wait_connected()
+        if hello:
+            await zeek.publish(EVIDENCE_TOPIC, HELLO)
+        for i in range(30):
+            await zeek.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await wait_until(lambda: bridge.metrics.verdicts_sent_total == 30)
+        bridge.stop()
+        await task
+        await zeek.terminate()
+        return zeek, bridge
+
+    zeek, bridge = run(scenario(False))
+    assert sorted(verdict_uids(zeek)) == [f"C{i:017d}" for i in range(30)] and received_labels(zeek) == []
+    assert bridge.metrics.labels_sent_total == 0
+
+    zeek, bridge = run(scenario(True))
+    assert sorted(verdict_uids(zeek)) == [f"C{i:017d}" for i in range(0, 30, 3)]
+    got = received_labels(zeek)
+    assert sorted(got) == [(f"C{i:017d}", want_tag(i)) for i in range(30) if i % 3]
+    assert sum(ev.name == events.FLOW_LABELS for _, ev in zeek.received) < 5  # batched
+    assert (bridge.metrics.verdicts_sent_total, bridge.metrics.labels_sent_total) == (30, 20)
+    assert zeek.errors_sent == []
+
+
+def test_full_verdicts_all_sends_every_verdict_in_full_even_after_hello():
+    async def scenario():
+        zeek = await FakeZeek().start()
+        bridge = Bridge(zeek_cfg(zeek.url, full_verdicts="all"), MixedEngine())
+        task = asyncio.create_task(bridge.run())
+        await zeek.wait_connected()
+        await zeek.publish(EVIDENCE_TOPIC, HELLO)
+        for i in range(9):
+            await zeek.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await wait_until(lambda: bridge.metrics.verdicts_sent_total == 9)
+        bridge.stop()
+        await task
+        await zeek.terminate()
+        return zeek
+
+    zeek = run(scenario())
+    assert sorted(verdict_uids(zeek)) == [f"C{i:017d}" for i in range(9)] and received_labels(zeek) == []
+
+
+def test_labels_are_queued_cached_and_resent_like_verdicts():
+    """Labels written to a Zeek that stalls are sent again to the next one (in full, since
+    that one has not said hello), and evidence sent again is answered from the cache."""
+
+    async def scenario():
+        zeek1 = await FakeZeek(read=False).start()
+        port = zeek1.port
+        engine = MixedEngine()
+        bridge = Bridge(zeek_cfg(zeek1.url, label_batch=4), engine)
+        task = asyncio.create_task(bridge.run())
+        await zeek1.wait_connected()
+        await zeek1.publish(EVIDENCE_TOPIC, HELLO)
+        for i in range(12):
+            await zeek1.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await wait_until(lambda: bridge.metrics.evidence_received_total == 12)
+        await wait_until(lambda: bridge.queue.written == 12)  # all written, none confirmed
+        await zeek1.terminate()
+        zeek2 = await FakeZeek(port=port).start()
+        await zeek2.wait_connected()
+        await zeek2.wait_for(lambda: len(zeek2.received) >= 12)
+        await zeek2.publish(EVIDENCE_TOPIC, HELLO)
+        for i in (1, 2, 3):  # Zeek re-sends evidence it has no answer for
+            await zeek2.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await wait_until(lambda: bridge.metrics.verdicts_sent_total == 15)
+        bridge.stop()
+        await task
+        await zeek2.terminate()
+        return zeek2, bridge, engine
+
+    zeek2, bridge, engine = run(scenario())
+    assert len(engine.seen) == 12  # decided once each
+    first = zeek2.received[:12]
+    assert sorted(ev.args[0] for _, ev in first if ev.name == events.VERDICT) == [f"C{i:017d}" for i in range(12)]
+    assert received_labels(zeek2) == [(f"C{i:017d}", want_tag(i)) for i in (1, 2)]  # 3 is p2p_likely
+    assert bridge.metrics.evidence_repeated_total == 3 and len(bridge.queue) == 0
+
+
+def test_label_delay_holds_labels_until_the_batch_fills_or_the_delay_ends():
+    async def scenario():
+        q = VerdictQueue(100, Metrics(), label_batch=3, label_delay=0.2)
+        q.hold_labels = True
+        q.put("a", "A", "normal_likely")
+        q.put("b", "B", "unknown")
+        held = not q._unwritten.is_set()
+        q.put("f", "F", None)  # a full verdict is due at once, without the held labels
+        full_alone = q.take_unwritten(10)
+        q.put("c", "C", "unknown")  # the batch is full
+        batch = q.take_unwritten(10)
+        q.put("d", "D", "unknown")
+        early = q._unwritten.is_set()
+        await asyncio.sleep(0.3)  # the delay ends
+        late = q.take_unwritten(10)
+        q.confirm(*full_alone[1])
+        q.confirm(*batch[1])
+        q.confirm(*late[1])
+        return held, full_alone, [e[0] for e in batch[0]], early, [e[0] for e in late[0]], len(q)
+
+    held, full_alone, batch, early, late, left = run(scenario())
+    assert held and full_alone == ([("f", "F", None)], (1, 0))
+    assert batch == ["a", "b", "c"] and not early and late == ["d"] and left == 0
+    
+
+def test_packed_labels_and_config():
+    v = MixedEngine().process_evidence(evidence(1))[0]
+    assert events.conn_label(v) == "normal_likely:tls"
+    assert not events.packable("C1", "a b") and not events.packable("", "x") and events.packable("C1", "unknown")
+    msg = v1.decode_message(events.encode_flow_labels(["C1", "C2"], ["unknown", "normal_likely:tls"], VERDICT_TOPIC))
+    ev = v1.event_from_value(msg.value)
+    assert (msg.topic, ev.name, ev.args) == (VERDICT_TOPIC, events.FLOW_LABELS, ("C1 C2", "unknown normal_likely:tls"))
+    assert ZeekConfig().full_verdicts == ["p2p_likely"]
+    assert ZeekConfig(full_verdicts="all").full_verdicts == ["p2p_likely", "normal_likely", "unknown"]
+    for bad in (["p2p_host"], ["unknown", "unknown"], "some"):
+        with pytest.raises(ValueError):
+            ZeekConfig(full_verdicts=bad)
+    with pytest.raises(ValueError):
+        ZeekConfig(label_delay=5)

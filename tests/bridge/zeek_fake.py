@@ -11,7 +11,8 @@ It behaves as PROTOCOL-FACTS §8 records Zeek 8.0.10 behaving:
 - the X-Application-Name request header names the client
 
 Events it knows (and checks argument types of) are the ones Zeek's msewatch scripts
-handle: MSEWatch::verdict and MSEWatch::host_verdict (docs/evidence.md).
+handle: MSEWatch::verdict, MSEWatch::host_verdict and MSEWatch::flow_labels
+(docs/evidence.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from msewatch.wire import v1
-from msewatch.wire.events import HOST_VERDICT, VERDICT
+from msewatch.wire.events import FLOW_LABELS, HOST_VERDICT, VERDICT
 
 ACK_ENDPOINT = "3637e5ee-5051-56db-ab55-97b6b21221f2-websocket-0"  # PROTOCOL-FACTS §8
 ACK_VERSION = "8.0.10"
@@ -33,6 +34,7 @@ ERR_EVENT = "failed to create Zeek event"
 SIGNATURES = {
     VERDICT: ["string", "address", "port", "address", "port", "string", "string", "real", "vector", "timestamp", "count"],
     HOST_VERDICT: ["address", "string", "real", "real", "vector", "timestamp"],
+    FLOW_LABELS: ["string", "string"],
 }
 
 

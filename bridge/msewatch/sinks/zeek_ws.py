@@ -17,6 +17,14 @@ that (re)subscribes (zeek-scripts/delivery.zeek), so the same uid can come in tw
 `AnsweredCache` remembers the encoded verdicts of recent uids: a repeated uid is answered
 with the same messages, without running the engine (whose host state would count the
 flow twice). Zeek logs each flow verdict once whatever arrives twice.
+
+Compact labels (docs/zeek.md, "Full verdicts and compact labels"): a flow verdict whose
+label is not in `zeek.full_verdicts` is queued with its conn.log label too. On a connection
+whose Zeek package said it understands `MSEWatch::flow_labels` (its `MSEWatch::hello`),
+the sender writes such entries as one packed `flow_labels` message per `label_batch`
+entries instead of their full verdicts, and lets them wait up to `label_delay` seconds for
+company; elsewhere (an older package) it writes the full verdicts, as before. An entry is
+one verdict either way: queued, confirmed and re-sent after a reconnect as one.
 """
 
 from __future__ import annotations
@@ -25,23 +33,42 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..metrics import Metrics
 
 log = logging.getLogger("msewatch.sinks.zeek_ws")
 
 
-class VerdictQueue:
-    """Bounded FIFO of (key, encoded message). Only the sender removes entries, and only
-    after they were confirmed sent. `written` counts the entries at the head already written
-    on the current connection (unconfirmed); `rewind()` makes them due again."""
+# A queued verdict: (key, its full encoded message, its conn.log label or None). The label
+# is set for flow verdicts that may go to Zeek as a compact label (not in full_verdicts).
+Entry = tuple[str, "str | bytes", "str | None"]
 
-    def __init__(self, maxsize: int, metrics: Metrics) -> None:
+
+class VerdictQueue:
+    """Bounded FIFO of entries (key, encoded message, conn.log label or None). Only the
+    sender removes entries, and only after they were confirmed sent. `written` counts the
+    entries already written on the current connection (unconfirmed); `rewind()` makes them
+    due again.
+
+    While `hold_labels` is set (a sender writes compact labels), entries with a label wait in
+    a FIFO of their own: they are due only when `label_batch` of them are unwritten or
+    `label_delay` seconds after the first of them came. Full verdicts do not wait for them,
+    nor take them along (which would cut the batches to a label or two). Otherwise every
+    entry is due at once, in order."""
+
+    def __init__(self, maxsize: int, metrics: Metrics, label_batch: int = 1000, label_delay: float = 0.05) -> None:
         self.maxsize = maxsize
         self.metrics = metrics
-        self._items: collections.deque[tuple[str, str | bytes]] = collections.deque()
-        self.written = 0
+        self._items: collections.deque[Entry] = collections.deque()  # without a label
+        self._labels: collections.deque[Entry] = collections.deque()  # with a label
+        self._items_written = 0
+        self._labels_written = 0
+        self.label_batch = label_batch
+        self.label_delay = label_delay
+        self.hold_labels = False
+        self._labels_late = False  # the held labels' delay is over
+        self._release: asyncio.TimerHandle | None = None
         self._unwritten = asyncio.Event()
         self._nonempty = asyncio.Event()
         self._empty = asyncio.Event()
@@ -50,11 +77,16 @@ class VerdictQueue:
         self._drops_since_log = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._labels)
 
-    def put(self, key: str, message: str | bytes) -> bool:
-        """Queue one encoded verdict; False (and counted, logged) if the queue is full."""
-        if len(self._items) >= self.maxsize:
+    @property
+    def written(self) -> int:
+        return self._items_written + self._labels_written
+
+    def put(self, key: str, message: str | bytes, label: str | None = None) -> bool:
+        """Queue one encoded verdict (with its conn.log label when it may go as one); False
+        (and counted, logged) if the queue is full."""
+        if len(self._items) + len(self._labels) >= self.maxsize:
             self.metrics.verdicts_dropped_total += 1
             self._drops_since_log += 1
             now = time.monotonic()
@@ -70,44 +102,83 @@ class VerdictQueue:
                 self._last_drop_log = now
                 self._drops_since_log = 0
             return False
-        self._items.append((key, message))
-        self.metrics.queue_depth = len(self._items)
+        if label is None or not self.hold_labels:  # due now, in order
+            self._items.append((key, message, label))
+            self._unwritten.set()
+        else:
+            labels = self._labels
+            labels.append((key, message, label))
+            held = len(labels) - self._labels_written
+            if held >= self.label_batch:
+                self._unwritten.set()
+            elif held == 1 and self._release is None:
+                self._release = asyncio.get_running_loop().call_later(self.label_delay, self.release_labels)
+        self.metrics.queue_depth = len(self._items) + len(self._labels)
         if not self._nonempty.is_set():
             self._nonempty.set()
             self._empty.clear()
-        if not self._unwritten.is_set():
-            self._unwritten.set()
         return True
 
-    def peek(self, n: int) -> list[tuple[str, str | bytes]]:
-        """Up to n entries from the head, left in the queue."""
-        items = self._items
-        return [items[i] for i in range(min(n, len(items)))]
+    def release_labels(self) -> None:
+        """The held labels are due (their delay is over, or no more holding)."""
+        if self._release is not None:
+            self._release.cancel()  # a no-op when it is the timer calling
+            self._release = None
+        self._labels_late = True
+        if self._labels_written < len(self._labels):
+            self._unwritten.set()
 
-    def take_unwritten(self, n: int) -> list[str | bytes]:
-        """The messages of up to n entries after the written ones; they count as written."""
+    def _labels_due(self) -> bool:
+        held = len(self._labels) - self._labels_written
+        return held > 0 and (not self.hold_labels or self._labels_late or held >= self.label_batch)
+
+    def peek(self, n: int) -> list[Entry]:
+        """Up to n entries, those without a label first, left in the queue."""
+        return (list(self._items) + list(self._labels))[:n]
+
+    def take_unwritten(self, n: int) -> tuple[list[Entry], tuple[int, int]]:
+        """Up to n due entries after the written ones; they count as written. Returns them
+        and what to pass to confirm() once they are known delivered."""
         items = self._items
-        start = self.written
-        end = min(start + n, len(items))
-        out = [items[i][1] for i in range(start, end)]
-        self.written = end
-        if end == len(items):
+        a = self._items_written
+        b = min(a + n, len(items))
+        out = [items[i] for i in range(a, b)]
+        self._items_written = b
+        took_labels = 0
+        if len(out) < n and self._labels_due():
+            labels = self._labels
+            c = self._labels_written
+            d = min(c + n - len(out), len(labels))
+            out += [labels[i] for i in range(c, d)]
+            self._labels_written = d
+            took_labels = d - c
+            if d == len(labels):  # every label written: the next one starts a new delay
+                self._labels_late = False
+                if self._release is not None:
+                    self._release.cancel()
+                    self._release = None
+        if self._items_written == len(items) and not self._labels_due():
             self._unwritten.clear()
-        return out
+        return out, (b - a, took_labels)
 
     def rewind(self) -> None:
         """A new connection: every entry is due again (unconfirmed ones are sent twice)."""
-        self.written = 0
-        if self._items:
+        self._items_written = 0
+        self._labels_written = 0
+        if self._items or self._labels_due():
             self._unwritten.set()
 
-    def confirm(self, n: int) -> None:
-        """Remove the first n entries (they were sent)."""
+    def confirm(self, n: int, labels: int = 0) -> None:
+        """Remove the first n entries without a label and the first `labels` with one (they
+        were sent)."""
         for _ in range(n):
             self._items.popleft()
-        self.written = max(0, self.written - n)
-        self.metrics.queue_depth = len(self._items)
-        if not self._items:
+        for _ in range(labels):
+            self._labels.popleft()
+        self._items_written = max(0, self._items_written - n)
+        self._labels_written = max(0, self._labels_written - labels)
+        self.metrics.queue_depth = len(self._items) + len(self._labels)
+        if not self._items and not self._labels:
             self._nonempty.clear()
             self._empty.set()
 
@@ -122,13 +193,56 @@ class VerdictQueue:
 
 
 class VerdictSender:
-    """Drains a VerdictQueue into one WebSocket connection (one `run` per connection)."""
+    """Drains a VerdictQueue into one WebSocket connection (one `run` per connection).
 
-    def __init__(self, queue: VerdictQueue, metrics: Metrics, confirm_timeout: float = 10.0, batch: int = 1000):
+    `labels`: whether this connection's Zeek takes compact labels (`MSEWatch::flow_labels`);
+    set by the bridge when the package's hello says so, cleared for each new connection.
+    `encode_labels(uids, labels)` makes the packed message."""
+
+    def __init__(self, queue: VerdictQueue, metrics: Metrics, confirm_timeout: float = 10.0, batch: int = 1000,
+                 encode_labels: Callable[[list[str], list[str]], str | bytes] | None = None):
         self.queue = queue
         self.metrics = metrics
         self.confirm_timeout = confirm_timeout
         self.batch = batch
+        self.encode_labels = encode_labels
+        self._labels = False
+
+    @property
+    def labels(self) -> bool:
+        return self._labels
+
+    @labels.setter
+    def labels(self, on: bool) -> None:
+        on = bool(on) and self.encode_labels is not None
+        self._labels = on
+        self.queue.hold_labels = on
+        if not on:
+            self.queue.release_labels()
+
+    def messages(self, entries: list[Entry]) -> list[str | bytes]:
+        """What to write for these entries: the full verdicts, and on a connection that takes
+        compact labels, the labelled entries packed into flow_labels messages of up to
+        queue.label_batch entries each."""
+        if not self._labels:
+            return [e[1] for e in entries]
+        out: list[str | bytes] = []
+        uids: list[str] = []
+        labels: list[str] = []
+        encode = self.encode_labels
+        step = self.queue.label_batch
+        for key, message, label in entries:
+            if label is None:
+                out.append(message)
+                continue
+            uids.append(key)
+            labels.append(label)
+            if len(uids) >= step:
+                out.append(encode(uids, labels))  # type: ignore[misc]
+                uids, labels = [], []
+        if uids:
+            out.append(encode(uids, labels))  # type: ignore[misc]
+        return out
 
     async def run(self, ws: Any) -> None:
         """Send on `ws` (a sources.zeek_ws.BridgeConnection, as open_session makes) until the
@@ -148,12 +262,14 @@ class VerdictSender:
                         waiter.cancel()
                         confirmer.result()  # raises what ended it
                         return
-                batch = queue.take_unwritten(self.batch)
-                if not batch:
+                entries, taken = queue.take_unwritten(self.batch)
+                if not entries:
                     continue
+                batch = self.messages(entries)
                 async with ws.send_context():  # BridgeConnection frames the batch, written in one go
                     ws.send_texts(batch)
-                pending.append((await ws.ping(), len(batch)))
+                labels = sum(e[2] is not None for e in entries) if self._labels else 0
+                pending.append((await ws.ping(), taken, labels))
                 sent.set()
         finally:
             confirmer.cancel()
@@ -165,30 +281,32 @@ class VerdictSender:
             while not pending:
                 sent.clear()
                 await sent.wait()
-            pong, n = pending[0]
+            pong, taken, labels = pending[0]
             await asyncio.wait_for(pong, self.confirm_timeout)
             pending.popleft()
-            self.queue.confirm(n)
-            self.metrics.verdicts_sent_total += n
+            self.queue.confirm(*taken)
+            self.metrics.verdicts_sent_total += taken[0] + taken[1]
+            self.metrics.labels_sent_total += labels
 
 
 class AnsweredCache:
-    """Bounded LRU: flow uid -> the (key, encoded message) verdicts its evidence produced."""
+    """Bounded LRU: flow uid -> the queue entries (key, encoded message, label) its evidence
+    produced, full verdicts and compact labels alike."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._items: collections.OrderedDict[str, tuple[tuple[str, str | bytes], ...]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, tuple[Entry, ...]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, uid: str) -> tuple[tuple[str, str], ...] | None:
+    def get(self, uid: str) -> tuple[Entry, ...] | None:
         hit = self._items.get(uid)
         if hit is not None:
             self._items.move_to_end(uid)
         return hit
 
-    def put(self, uid: str, answers: tuple[tuple[str, str], ...]) -> None:
+    def put(self, uid: str, answers: tuple[Entry, ...]) -> None:
         if self.maxsize <= 0 or not uid:
             return
         items = self._items

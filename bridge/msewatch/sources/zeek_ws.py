@@ -284,6 +284,7 @@ class EvidenceReader:
         self.codec = codec
         self.metrics = metrics
         self.on_evidence = on_evidence
+        self.on_event: Callable[[Event], None] | None = None  # other events on the topic
         self._last_warn = 0.0
         self._suppressed = 0
         self._clock = time.perf_counter
@@ -312,7 +313,10 @@ class EvidenceReader:
             self.metrics.evidence_received_total += 1
             self.on_evidence(msg)
         elif isinstance(msg, Event):
-            log.debug("ignoring event %s", msg.name)
+            if self.on_event is not None:  # e.g. the package's MSEWatch::hello
+                self.on_event(msg)
+            else:
+                log.debug("ignoring event %s", msg.name)
         elif isinstance(msg, ErrorMessage):
             self.metrics.server_errors_total += 1
             self._warn("Zeek reported an error: %s: %s", msg.code, msg.context)

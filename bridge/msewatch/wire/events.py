@@ -5,6 +5,8 @@ MSEWatch::flow_evidence   Zeek -> bridge, 21 flat typed arguments -> FlowEvidenc
                           strings, version 1 (typed vectors) is still read
 MSEWatch::verdict         bridge -> Zeek, from FlowVerdict
 MSEWatch::host_verdict    bridge -> Zeek, from HostVerdict
+MSEWatch::flow_labels     bridge -> Zeek, conn.log labels of flow verdicts sent without the rest
+MSEWatch::hello           Zeek -> bridge, what the package understands (e.g. flow_labels)
 
 Argument errors raise WireError with the argument's JSON location and name, e.g.
 ``data[2].data[1].data[4] (orig_p): port protocol must be tcp or udp, got '51413/icmp'``.
@@ -43,6 +45,10 @@ from .v1 import (
 FLOW_EVIDENCE = "MSEWatch::flow_evidence"
 VERDICT = "MSEWatch::verdict"
 HOST_VERDICT = "MSEWatch::host_verdict"
+FLOW_LABELS = "MSEWatch::flow_labels"
+HELLO = "MSEWatch::hello"
+# The feature a package's hello names when it handles MSEWatch::flow_labels.
+FEATURE_FLOW_LABELS = "flow_labels"
 
 # A flow verdict's protocol when there is no guess (contract: always a string;
 # the Zeek scripts treat it like the "" older bridges sent).
@@ -348,6 +354,33 @@ def encode_verdict_bytes(v: FlowVerdict | HostVerdict, topic: str, codec: Codec 
         return orjson.dumps(_verdict_tree(v, topic, codec))
     except orjson.JSONEncodeError as e:  # e.g. a lone surrogate in a str
         raise WireError("data", f"cannot be written as JSON ({e})") from None
+
+
+def conn_label(v: FlowVerdict) -> str:
+    """A flow verdict's conn.log label: ``label`` or ``label:protocol`` (verdicts.zeek's
+    conn_label_of)."""
+    protocol = v.protocol
+    return f"{v.label}:{protocol}" if protocol and protocol != NO_PROTOCOL else v.label
+
+
+def packable(uid: str, label: str) -> bool:
+    """Whether a uid and label can travel in a packed flow_labels message (space-separated:
+    neither may be empty or hold a blank or a control character)."""
+    return bool(uid) and bool(label) and uid.isprintable() and label.isprintable() and " " not in uid and " " not in label
+
+
+def encode_flow_labels(uids: list[str], labels: list[str], topic: str) -> bytes:
+    """MSEWatch::flow_labels(uids, labels) on `topic`: the conn.log labels of flow verdicts
+    not sent in full, as two strings of space-separated items (the i-th label is the i-th
+    uid's). One string each, not two vectors: Zeek converts a message value by value, and
+    its script splits a string for about half of what a vector's elements cost it."""
+    return orjson.dumps({
+        "type": "data-message",
+        "topic": topic,
+        "@data-type": "vector",
+        "data": [_COUNT_1, _COUNT_1, _t("vector", [_t("string", FLOW_LABELS), _t("vector", [
+            _t("string", " ".join(uids)), _t("string", " ".join(labels))])])],
+    })
 
 
 def verdict_key(v: FlowVerdict | HostVerdict) -> str:

@@ -54,6 +54,8 @@ def bridge(port: str, shard: int, quiet: float | None) -> tuple[int, list[str]]:
             msg = json.loads(ws.recv(timeout=quiet))
             if msg.get("type") != "data-message":
                 continue
+            if msg["data"][2]["data"][0]["data"] != "MSEWatch::flow_evidence":
+                continue  # the package's MSEWatch::hello
             if msg["topic"] != TOPIC.format(shard):
                 problems.append(f"shard {shard} got a message on {msg['topic']}")
             ws.send(answer(msg["data"][2]["data"][1]["data"]))
