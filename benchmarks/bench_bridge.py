@@ -202,11 +202,23 @@ source.BridgeConnection.send_data = send_data
 if os.environ.get("BENCH_FLUSH_AFTER"):  # A/B of the read path's write grouping (seconds)
     source.FLUSH_AFTER = float(os.environ["BENCH_FLUSH_AFTER"])
 
+import gc
+gc_pauses = []  # (generation, seconds) of each collection
+gc_start = [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        gc_start[0] = clock()
+    else:
+        gc_pauses.append((info["generation"], clock() - gc_start[0]))
+gc.callbacks.append(on_gc)
+
 def reset():
     samples.clear()
+    gc_pauses.clear()
 def dump():
     s = sorted(samples)
-    res = {"n": len(s)}
+    res = {"n": len(s), "gc": [[sum(1 for g, _ in gc_pauses if g == gen), max([d for g, d in gc_pauses if g == gen] or [0.0])]
+                               for gen in range(3)]}
     if s:
         res.update(p50=s[len(s) // 2], p99=s[int(len(s) * 0.99)], max=s[-1])
     with open(out + ".tmp", "w") as f:
@@ -214,7 +226,10 @@ def dump():
     os.replace(out + ".tmp", out)
 
 async def main():
-    bridge = Bridge(cfg, Engine(Config()))
+    try:
+        bridge = Bridge(cfg, Engine(Config()), freeze_gc=True)  # as `msewatch run` (run_bridge) makes it
+    except TypeError:  # a bridge from before freeze_gc (A/B with MSEWATCH_BENCH_BRIDGE)
+        bridge = Bridge(cfg, Engine(Config()))
     put = bridge.queue.put
     def stamped_put(key, message):
         queued.append(read_at[0])
@@ -645,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    round trip at the peer (evidence frame written -> verdict frame read): {ms(rtt)}")
         print(f"    added by the bridge (evidence read -> its verdict frames written, {inside['n']:,} verdicts):"
               f" {ms(inside)}")
+        if inside.get("gc"):
+            print("    the bridge's garbage collections: " + ", ".join(
+                f"gen{g} {c} (longest {1e3 * d:.2f} ms)" for g, (c, d) in enumerate(inside["gc"])))
         print(f"    CPU: bridge {100 * p['cpu'] / p['wall']:.0f} % of a core; peer sender"
               f" {100 * p['sender_cpu'] / p['wall']:.0f} %, receiver {100 * p['receiver_cpu'] / p['wall']:.0f} %")
         target = (" (target p99 <= 1 ms: " + ("meets" if rtt.get("p99", 1) <= 1e-3 else "MISSES") + ")"

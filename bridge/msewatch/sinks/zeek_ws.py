@@ -27,7 +27,11 @@ import logging
 import time
 from typing import Any
 
+from websockets.protocol import State
+
 from ..metrics import Metrics
+
+_OPEN = State.OPEN
 
 log = logging.getLogger("msewatch.sinks.zeek_ws")
 
@@ -129,6 +133,29 @@ class VerdictSender:
         self.metrics = metrics
         self.confirm_timeout = confirm_timeout
         self.batch = batch
+        self._ws: Any = None  # the connection run() writes to
+        self._unpinged = 0  # entries write_now() wrote that no ping covers yet
+        self._wrote = asyncio.Event()  # write_now() wrote: run() pings for it
+        self._pending: collections.deque[tuple[Any, int]] = collections.deque()  # pings in flight, entries each confirms
+        self.ping_interval = 0.001  # seconds at least between two pings for what write_now() wrote
+
+    def write_now(self, ws: Any) -> int:
+        """Write every verdict queued and not yet written, now, in one write, from the
+        caller (the read path, after each group of messages: a message's verdict does not
+        wait for a later message's, nor for the sender task's turn). run() sends the ping that
+        confirms them. Returns how many were written: 0 when nothing is due, when run() does
+        not serve `ws`, or when the connection is not plainly open or its buffer is full (then
+        run() writes them, with the library's flow control)."""
+        queue = self.queue
+        if ws is not self._ws or not queue._unwritten.is_set() or ws.protocol.state is not _OPEN or ws.paused:
+            return 0
+        batch = queue.take_unwritten(self.batch)
+        ws.send_texts(batch)
+        ws.send_data()
+        self._unpinged += len(batch)
+        if not self._pending:  # else the confirmer wakes run() when that ping's pong is in
+            self._wrote.set()
+        return len(batch)
 
     async def run(self, ws: Any) -> None:
         """Send on `ws` (a sources.zeek_ws.BridgeConnection, as open_session makes) until the
@@ -136,26 +163,40 @@ class VerdictSender:
         entries stay queued and are sent again on the next connection."""
         queue = self.queue
         queue.rewind()
-        pending: collections.deque[tuple[Any, int]] = collections.deque()
+        self._ws, self._unpinged = ws, 0
+        self._wrote.clear()
+        self._pending = pending = collections.deque()
+        loop = asyncio.get_running_loop()
+        last_ping = 0.0
         sent = asyncio.Event()
         confirmer = asyncio.create_task(self._confirm(pending, sent), name="verdict-confirmer")
         try:
             while True:
-                if not queue._unwritten.is_set():
-                    waiter = asyncio.create_task(queue.wait_unwritten())
-                    done, _ = await asyncio.wait({waiter, confirmer}, return_when=asyncio.FIRST_COMPLETED)
+                # write_now() wrote entries: one ping confirms them, and only when no ping is in
+                # flight and not more often than ping_interval (a pong costs both sides a frame)
+                while not queue._unwritten.is_set() and not (self._unpinged and not pending):
+                    self._wrote.clear()
+                    waiters = {asyncio.create_task(queue.wait_unwritten()), asyncio.create_task(self._wrote.wait())}
+                    done, _ = await asyncio.wait(waiters | {confirmer}, return_when=asyncio.FIRST_COMPLETED)
+                    for w in waiters:
+                        w.cancel()
                     if confirmer in done:
-                        waiter.cancel()
                         confirmer.result()  # raises what ended it
                         return
                 batch = queue.take_unwritten(self.batch)
-                if not batch:
+                if batch:
+                    async with ws.send_context():  # BridgeConnection frames the batch, written in one go
+                        ws.send_texts(batch)
+                elif loop.time() - last_ping < self.ping_interval:
+                    await asyncio.sleep(self.ping_interval - (loop.time() - last_ping))
+                n, self._unpinged = len(batch) + self._unpinged, 0  # and what write_now() wrote before
+                if not n:
                     continue
-                async with ws.send_context():  # BridgeConnection frames the batch, written in one go
-                    ws.send_texts(batch)
-                pending.append((await ws.ping(), len(batch)))
+                last_ping = loop.time()
+                pending.append((await ws.ping(), n))
                 sent.set()
         finally:
+            self._ws = None
             confirmer.cancel()
             await asyncio.gather(confirmer, return_exceptions=True)
 
@@ -170,6 +211,8 @@ class VerdictSender:
             pending.popleft()
             self.queue.confirm(n)
             self.metrics.verdicts_sent_total += n
+            if self._unpinged:
+                self._wrote.set()  # run() pings for what write_now() wrote meanwhile
 
 
 class AnsweredCache:

@@ -82,6 +82,7 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _OPEN = State.OPEN
 _HEAD16, _HEAD64 = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
 _SMALL = 1 << 20  # frames up to this size are cut here (BridgeConnection.data_received)
+FLUSH_AFTER = 0.001  # seconds of handling one read's messages before their verdicts are written (after_messages)
 
 
 class BridgeConnection(ClientConnection):
@@ -97,6 +98,11 @@ class BridgeConnection(ClientConnection):
         self._partial = b""  # the start of a frame not yet complete (framing)
         self._through = 0  # bytes of a frame being fed to the protocol as they come (framing)
         self._small = 0  # the largest frame cut here: _SMALL, or the protocol's max_size if smaller
+        # called once the messages of a read took `flush_after` seconds to handle, and after
+        # its last: the bridge writes the verdicts queued so far (VerdictSender.write_now), so
+        # that the first message of a large read does not wait for the last
+        self.after_messages: Callable[[], Any] | None = None
+        self.flush_after = FLUSH_AFTER
 
     # Framing: the common frame - one whole unmasked text message of at most 1 MiB - is
     # cut from the stream here and handed to on_message without the protocol's parser (its
@@ -136,6 +142,10 @@ class BridgeConnection(ClientConnection):
                 return
         buf = self._partial + data if self._partial else data
         n, pos = len(buf), 0
+        handled, after = 0, self.after_messages
+        if after is not None:
+            clock, every = time.perf_counter, self.flush_after
+            due = clock() + every
         while n - pos >= 2:
             b1 = buf[pos + 1]
             ln = b1 & 0x7F
@@ -158,6 +168,11 @@ class BridgeConnection(ClientConnection):
                     break  # wait for the rest of this small frame
                 handler(buf[pos + hdr:end])
                 pos = end
+                handled += 1
+                if after is not None and not handled & 3 and clock() >= due:  # the clock every 4th message
+                    after()
+                    handled = 0
+                    due = clock() + every
                 continue
             # any other frame goes to the protocol: whole, or as it arrives (the large ones)
             if end > n:
@@ -173,6 +188,8 @@ class BridgeConnection(ClientConnection):
                     super().data_received(buf[pos:])
                 return
         self._partial = buf[pos:]
+        if handled and after is not None:
+            after()
 
     def eof_received(self) -> None:
         if self._framing and self._partial:  # a frame cut short: the protocol says so
