@@ -548,6 +548,21 @@ def test_answered_cache_is_a_bounded_lru():
     assert off.get("a") is None and len(off) == 0
 
 
+def test_answered_cache_keeps_the_most_recent_uids_within_its_bound():
+    cache = AnsweredCache(100)  # 8 segments of 12 uids
+    for i in range(1000):
+        assert cache.get(f"u{i}") is None
+        cache.put(f"u{i}", b"m%d" % i)
+        assert len(cache) <= 100
+    assert len(cache) >= 100 - 100 // 8
+    assert all(cache.get(f"u{i}") == b"m%d" % i for i in range(1000 - 84, 1000))
+    assert cache.get("u0") is None and cache.get("u800") is None
+    assert cache.get("u920") == b"m920"  # a hit in an old segment becomes the newest:
+    for i in range(1000, 1080):
+        cache.put(f"u{i}", b"")
+    assert cache.get("u920") == b"m920" and cache.get("u921") is None
+
+
 # ----------------------------------------------------------------------------- evidence beyond the budget
 
 

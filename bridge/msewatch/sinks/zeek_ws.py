@@ -216,26 +216,46 @@ class VerdictSender:
 
 
 class AnsweredCache:
-    """Bounded LRU: flow uid -> the (key, encoded message) verdicts its evidence produced."""
+    """Bounded LRU: flow uid -> the verdicts its evidence produced (the encoded message, or a
+    tuple of (key, encoded message)).
+
+    Kept in up to SEGMENTS dicts of maxsize // SEGMENTS uids, the newest last; a put into a
+    full newest segment starts a new one and drops the oldest whole. One OrderedDict under
+    this churn (a uid in, the oldest out, every message) rebuilt its whole table every
+    ~maxsize puts: a 4 ms pause of the event loop at the default 50,000. Here the largest
+    step is dropping one segment. A hit in an older segment moves the uid to the newest."""
+
+    SEGMENTS = 8
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._items: collections.OrderedDict[str, tuple[tuple[str, str | bytes], ...]] = collections.OrderedDict()
+        self._nseg = max(1, min(self.SEGMENTS, maxsize))
+        self._seg = max(1, maxsize // self._nseg)
+        self._segments: list[dict[str, Any]] = [{}]  # oldest first; the last is filled
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(len(s) for s in self._segments)
 
-    def get(self, uid: str) -> tuple[tuple[str, str], ...] | None:
-        hit = self._items.get(uid)
+    def get(self, uid: str) -> Any:
+        segments = self._segments
+        hit = segments[-1].get(uid)
         if hit is not None:
-            self._items.move_to_end(uid)
-        return hit
+            return hit
+        for seg in segments[-2::-1]:
+            hit = seg.pop(uid, None)
+            if hit is not None:
+                self.put(uid, hit)  # the most recent now
+                return hit
+        return None
 
-    def put(self, uid: str, answers: tuple[tuple[str, str], ...]) -> None:
+    def put(self, uid: str, answers: Any) -> None:
         if self.maxsize <= 0 or not uid:
             return
-        items = self._items
-        items[uid] = answers
-        items.move_to_end(uid)
-        if len(items) > self.maxsize:
-            items.popitem(last=False)
+        segments = self._segments
+        newest = segments[-1]
+        if len(newest) >= self._seg and uid not in newest:
+            newest = {}
+            segments.append(newest)
+            if len(segments) > self._nseg:
+                del segments[0]
+        newest[uid] = answers
