@@ -1,11 +1,13 @@
 """Verdicts back to Zeek over the WebSocket API, without losing them on a reconnect.
 
-Verdicts wait in a bounded queue of encoded data-messages. The sender writes everything
-queued and not yet written on this connection, in one write, *without removing it*, then
-sends a WebSocket ping: the pong arrives only after the server has read every frame before
-it, and only then are those entries removed. It does not wait for the pong before writing
-the next batch (a pong may take a round trip; verdicts should not): pongs are awaited in
-order by a second task. A connection lost mid-batch leaves every unconfirmed entry in the
+Verdicts wait in a bounded queue of encoded data-messages. They are written *without being
+removed* - by the bridge's read path right after the messages that made them
+(`VerdictSender.write_now`), or by the sender task (after a reconnect, or when the connection's
+buffer is full) - and then confirmed by a WebSocket ping: the pong arrives only after the
+server has read every frame before it, and only then are those entries removed. One ping is
+in flight at a time, at least `ping_interval` (1 ms) after the previous one, and covers every
+entry written before it; writing never waits for a pong (verdicts should not wait a round
+trip). Pongs are awaited in order by a second task. A connection lost mid-batch leaves every unconfirmed entry in the
 queue, to be sent again on the next connection: delivery is at-least-once (Zeek may see a
 verdict twice, never zero times), in order.
 
@@ -137,7 +139,7 @@ class VerdictSender:
         self._unpinged = 0  # entries write_now() wrote that no ping covers yet
         self._wrote = asyncio.Event()  # write_now() wrote: run() pings for it
         self._pending: collections.deque[tuple[Any, int]] = collections.deque()  # pings in flight, entries each confirms
-        self.ping_interval = 0.001  # seconds at least between two pings for what write_now() wrote
+        self.ping_interval = 0.001  # seconds at least between two pings
 
     def write_now(self, ws: Any) -> int:
         """Write every verdict queued and not yet written, now, in one write, from the
@@ -172,8 +174,9 @@ class VerdictSender:
         confirmer = asyncio.create_task(self._confirm(pending, sent), name="verdict-confirmer")
         try:
             while True:
-                # write_now() wrote entries: one ping confirms them, and only when no ping is in
-                # flight and not more often than ping_interval (a pong costs both sides a frame)
+                # entries written (here or by write_now()) are confirmed by one ping, sent when no
+                # ping is in flight and not sooner than ping_interval after the last (a ping and
+                # its pong cost both sides a frame each)
                 while not queue._unwritten.is_set() and not (self._unpinged and not pending):
                     self._wrote.clear()
                     waiters = {asyncio.create_task(queue.wait_unwritten()), asyncio.create_task(self._wrote.wait())}
@@ -187,11 +190,12 @@ class VerdictSender:
                 if batch:
                     async with ws.send_context():  # BridgeConnection frames the batch, written in one go
                         ws.send_texts(batch)
-                elif loop.time() - last_ping < self.ping_interval:
+                    self._unpinged += len(batch)
+                if not self._unpinged or pending:
+                    continue  # nothing to confirm, or the pong in flight wakes this loop (_confirm)
+                if loop.time() - last_ping < self.ping_interval:
                     await asyncio.sleep(self.ping_interval - (loop.time() - last_ping))
-                n, self._unpinged = len(batch) + self._unpinged, 0  # and what write_now() wrote before
-                if not n:
-                    continue
+                n, self._unpinged = self._unpinged, 0  # every entry written so far, before this ping
                 last_ping = loop.time()
                 pending.append((await ws.ping(), n))
                 sent.set()
