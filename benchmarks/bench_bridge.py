@@ -183,9 +183,18 @@ framed = []  # read time of each verdict framed and not yet written
 samples = []
 _data_received, _send_texts, _send_data = (source.BridgeConnection.data_received,
                                            source.BridgeConnection.send_texts, source.BridgeConnection.send_data)
+stalls = []  # BENCH_STALLS=1: reads that took > 1 ms of wall time: (wall, CPU of this thread, bytes)
 def data_received(self, data):
     read_at[0] = clock()
     _data_received(self, data)
+if os.environ.get("BENCH_STALLS"):
+    def data_received(self, data, thread_time=time.thread_time):
+        c0 = thread_time()
+        read_at[0] = t0 = clock()
+        _data_received(self, data)
+        w = clock() - t0
+        if w > 0.001:
+            stalls.append((w, thread_time() - c0, len(data)))
 def send_texts(self, messages):
     n = len(messages)
     framed.extend(queued[:n]); del queued[:n]
@@ -215,10 +224,14 @@ gc.callbacks.append(on_gc)
 def reset():
     samples.clear()
     gc_pauses.clear()
+    stalls.clear()
 def dump():
     s = sorted(samples)
     res = {"n": len(s), "gc": [[sum(1 for g, _ in gc_pauses if g == gen), max([d for g, d in gc_pauses if g == gen] or [0.0])]
                                for gen in range(3)]}
+    if stalls:
+        res["stalls"] = sorted(stalls, reverse=True)[:8]
+        res["stalls_n"] = len(stalls)
     if s:
         res.update(p50=s[len(s) // 2], p99=s[int(len(s) * 0.99)], max=s[-1])
     with open(out + ".tmp", "w") as f:
@@ -660,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    round trip at the peer (evidence frame written -> verdict frame read): {ms(rtt)}")
         print(f"    added by the bridge (evidence read -> its verdict frames written, {inside['n']:,} verdicts):"
               f" {ms(inside)}")
+        if inside.get("stalls"):
+            print(f"    reads that took > 1 ms of wall time ({inside['stalls_n']}), the longest: " + ", ".join(
+                f"{1e3 * w:.1f} ms wall / {1e3 * c:.1f} ms CPU / {n // 1024} KiB" for w, c, n in inside["stalls"][:4]))
         if inside.get("gc"):
             print("    the bridge's garbage collections: " + ", ".join(
                 f"gen{g} {c} (longest {1e3 * d:.2f} ms)" for g, (c, d) in enumerate(inside["gc"])))
