@@ -2,6 +2,7 @@
 frames out, on one core, against the floor of parsing and writing the same frames with orjson.
 
     .venv/bin/python benchmarks/bench_bridge.py [--n 60000] [--rate 25000[,10000]] [--seconds 4] [--messages FILE]
+                                                [--tick-us 200] [--bridge-cpu 0 --peer-cpu 1]
     .venv/bin/python benchmarks/bench_bridge.py --profile        # cProfile of the bridge process
     .venv/bin/python benchmarks/bench_bridge.py --smoke          # CI: small, nothing timed asserted
 
@@ -17,13 +18,22 @@ Measured in one run:
   stages    in-process, per message: decode (msewatch.wire), engine (Engine.process_evidence),
             encode (every verdict); CPU time
   bridge    a `msewatch run`-equivalent process (msewatch.bridge.Bridge with the default
-            Engine) connected to a local WebSocket peer that plays Zeek (tests/bridge's fake
-            server protocol): the peer sends --n frames as fast as the bridge reads them and
+            Engine, gc frozen as `msewatch run` has it) connected to a local WebSocket peer
+            that plays Zeek (Peer: a hand-written server on a raw socket, the sending side in
+            this process, the reading side forked): the peer sends --n frames as fast as the
+            bridge reads them and
             waits for every flow verdict; messages/s by the bridge process's CPU time (from
             /proc: the bridge's one core) and by wall time
-  latency   the peer sends at each --rate messages/s for --seconds and times each verdict from the
-            write of its evidence frame to the read of its verdict frame (both sockets, both
-            event loops included: an upper bound of the latency the bridge adds); p50/p99/max
+  latency   the peer sends at each --rate messages/s for --seconds: each frame in its own send() at
+            its own deadline (t0 + k/rate; --tick-us N: the frames due every N us in one send()),
+            stamped right before it, from this process; a forked receiver reads the verdicts off
+            the raw socket and stamps each with the return of its read. Printed: that round trip
+            (both kernels' loopback, the bridge, the receiver's read: an upper bound of what the
+            bridge adds), the latency added inside the bridge (evidence frame read -> its
+            verdict frames written, measured in the bridge process), p50/p99/max of each, the
+            bridge's garbage collections, the CPU of the bridge and of the peer's two sides, the
+            load average. BENCH_STALLS=1 also lists the reads that took > 1 ms of wall time with
+            their CPU time (the machine's share of a stall, not the bridge's).
 Targets (issue 12): >= 50,000 messages/s on one core; p99 <= 1 ms at 25k/s.
 """
 
