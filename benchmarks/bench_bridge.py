@@ -2,6 +2,7 @@
 frames out, on one core, against the floor of parsing and writing the same frames with orjson.
 
     .venv/bin/python benchmarks/bench_bridge.py [--n 60000] [--rate 25000[,10000]] [--seconds 4] [--messages FILE]
+                                                [--tick-us 200] [--bridge-cpu 0 --peer-cpu 1]
     .venv/bin/python benchmarks/bench_bridge.py --profile        # cProfile of the bridge process
     .venv/bin/python benchmarks/bench_bridge.py --smoke          # CI: small, nothing timed asserted
 
@@ -18,23 +19,34 @@ Measured in one run:
   stages    in-process, per message: decode (msewatch.wire), engine (Engine.process_evidence),
             encode (every verdict); CPU time
   bridge    a `msewatch run`-equivalent process (msewatch.bridge.Bridge with the default
-            Engine) connected to a local WebSocket peer that plays Zeek (tests/bridge's fake
-            server protocol): the peer sends --n frames as fast as the bridge reads them and
+            Engine, gc frozen as `msewatch run` has it) connected to a local WebSocket peer
+            that plays Zeek (Peer: a hand-written server on a raw socket, the sending side in
+            this process, the reading side forked): the peer sends --n frames as fast as the
+            bridge reads them and
             waits for every flow verdict; messages/s by the bridge process's CPU time (from
             /proc: the bridge's one core) and by wall time
-  latency   the peer sends at each --rate messages/s for --seconds and times each verdict from the
-            write of its evidence frame to the read of its verdict frame (both sockets, both
-            event loops included: an upper bound of the latency the bridge adds); p50/p99/max
+  latency   the peer sends at each --rate messages/s for --seconds: each frame in its own send() at
+            its own deadline (t0 + k/rate; --tick-us N: the frames due every N us in one send()),
+            stamped right before it, from this process; a forked receiver reads the verdicts off
+            the raw socket and stamps each with the return of its read. Printed: that round trip
+            (both kernels' loopback, the bridge, the receiver's read: an upper bound of what the
+            bridge adds), the latency added inside the bridge (evidence frame read -> its
+            verdict frames written, measured in the bridge process), p50/p99/max of each, the
+            bridge's garbage collections, the CPU of the bridge and of the peer's two sides, the
+            load average. BENCH_STALLS=1 also lists the reads that took > 1 ms of wall time with
+            their CPU time (the machine's share of a stall, not the bridge's).
 Targets (issue 12): >= 50,000 messages/s on one core; p99 <= 1 ms at 25k/s.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
+import hashlib
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -164,16 +176,94 @@ def in_process(messages: list[bytes], n: int, repeat: int) -> dict:
 # --------------------------------------------------------------------------- the bridge process
 
 BRIDGE_CHILD = r"""
-import asyncio, os, sys
+import asyncio, json, os, signal, sys, time
 from msewatch.bridge import Bridge
 from msewatch.config import Config
 from msewatch.config_zeek import ZeekConfig
 from msewatch.engine import Engine
-url, profile = sys.argv[1], sys.argv[2]
+from msewatch.sources import zeek_ws as source
+url, profile, out = sys.argv[1], sys.argv[2], sys.argv[3]
 cfg = ZeekConfig(endpoints=[url], reconnect={"initial": 0.05, "max": 0.2})
+
+# The latency the bridge adds, measured inside it: from the return of the read that brought a
+# message's evidence frame (BridgeConnection.data_received) to the write of the frames that
+# carry its verdicts (BridgeConnection.send_data, the one transport.write of a batch).
+clock = time.perf_counter
+read_at = [0.0]
+queued = []  # read time of each verdict put in the queue and not yet framed
+framed = []  # read time of each verdict framed and not yet written
+samples = []
+_data_received, _send_texts, _send_data = (source.BridgeConnection.data_received,
+                                           source.BridgeConnection.send_texts, source.BridgeConnection.send_data)
+stalls = []  # BENCH_STALLS=1: reads that took > 1 ms of wall time: (wall, CPU of this thread, bytes)
+def data_received(self, data):
+    read_at[0] = clock()
+    _data_received(self, data)
+if os.environ.get("BENCH_STALLS"):
+    def data_received(self, data, thread_time=time.thread_time):
+        c0 = thread_time()
+        read_at[0] = t0 = clock()
+        _data_received(self, data)
+        w = clock() - t0
+        if w > 0.001:
+            stalls.append((w, thread_time() - c0, len(data)))
+def send_texts(self, messages):
+    n = len(messages)
+    framed.extend(queued[:n]); del queued[:n]
+    _send_texts(self, messages)
+def send_data(self):
+    _send_data(self)
+    if framed:
+        t = clock()
+        samples.extend(t - r for r in framed)
+        framed.clear()
+source.BridgeConnection.data_received = data_received
+source.BridgeConnection.send_texts = send_texts
+source.BridgeConnection.send_data = send_data
+if os.environ.get("BENCH_FLUSH_AFTER"):  # A/B of the read path's write grouping (seconds)
+    source.FLUSH_AFTER = float(os.environ["BENCH_FLUSH_AFTER"])
+
+import gc
+gc_pauses = []  # (generation, seconds) of each collection
+gc_start = [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        gc_start[0] = clock()
+    else:
+        gc_pauses.append((info["generation"], clock() - gc_start[0]))
+gc.callbacks.append(on_gc)
+
+def reset():
+    samples.clear()
+    gc_pauses.clear()
+    stalls.clear()
+def dump():
+    s = sorted(samples)
+    res = {"n": len(s), "gc": [[sum(1 for g, _ in gc_pauses if g == gen), max([d for g, d in gc_pauses if g == gen] or [0.0])]
+                               for gen in range(3)]}
+    if stalls:
+        res["stalls"] = sorted(stalls, reverse=True)[:8]
+        res["stalls_n"] = len(stalls)
+    if s:
+        res.update(p50=s[len(s) // 2], p99=s[int(len(s) * 0.99)], max=s[-1])
+    with open(out + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(out + ".tmp", out)
+
 async def main():
-    bridge = Bridge(cfg, Engine(Config()))
+    try:
+        bridge = Bridge(cfg, Engine(Config()), freeze_gc=True)  # as `msewatch run` (run_bridge) makes it
+    except TypeError:  # a bridge from before freeze_gc (A/B with MSEWATCH_BENCH_BRIDGE)
+        bridge = Bridge(cfg, Engine(Config()))
+    put = bridge.queue.put
+    def stamped_put(key, message, *label):
+        queued.append(read_at[0])
+        return put(key, message, *label)
+    bridge.queue.put = stamped_put
     bridge.install_signal_handlers()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, reset)
+    loop.add_signal_handler(signal.SIGUSR2, dump)
     await bridge.run()
 if profile:
     import cProfile, pstats
@@ -195,120 +285,305 @@ def proc_cpu(pid: int) -> float:
 
 
 _UID_AT = b'"data":[{"@data-type":"string","data":"'
+_FLOW_EVENT = b'"MSEWatch::verdict"'
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def timer_slack(ns: int) -> None:
+    """prctl(PR_SET_TIMERSLACK): sleeps end within ns of their deadline (default 50 us)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(29, ns, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def read_client_frame(sock, buf: bytes) -> tuple[int, bytes, bytes]:
+    """One whole (masked) client frame from buf + the socket: (opcode, payload, rest)."""
+    from websockets.frames import apply_mask
+
+    while True:
+        if len(buf) >= 2:
+            ln, hdr = buf[1] & 0x7F, 2
+            if ln == 126 and len(buf) >= 4:
+                ln, hdr = int.from_bytes(buf[2:4], "big"), 4
+            elif ln == 127 and len(buf) >= 10:
+                ln, hdr = int.from_bytes(buf[2:10], "big"), 10
+            masked = buf[1] & 0x80
+            end = hdr + (4 if masked else 0) + ln
+            if ln < 126 or hdr > 2:
+                if len(buf) >= end:
+                    payload = buf[end - ln:end]
+                    if masked:
+                        payload = apply_mask(payload, buf[end - ln - 4:end - ln])
+                    return buf[0] & 0x0F, payload, buf[end:]
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the bridge closed the connection")
+        buf += data
+
+
+def receiver_main(sock, ctl, lock, buf: bytes) -> None:
+    """The peer's reading side, a process of its own: reads the raw socket, answers pings
+    and the close, finds each flow verdict's uid with bytes.find and stamps it with the time
+    its read returned. Commands on `ctl`: ("want", flow verdicts, record) -> answers
+    ("done", flow, host, uids, times) once that many flow verdicts arrived; ("stop",)."""
+    import select
+
+    from websockets.frames import apply_mask
+
+    clock = time.perf_counter
+    flow = host = 0
+    want, record = None, False
+    uids: list[bytes] = []
+    times: list[float] = []
+    poll = select.poll()
+    poll.register(sock.fileno(), select.POLLIN)
+    poll.register(ctl.fileno(), select.POLLIN)
+    recv = sock.recv
+    eof = False
+    while not eof:
+        ready = poll.poll()
+        if any(fd == ctl.fileno() for fd, _ in ready):
+            cmd = ctl.recv()
+            if cmd[0] == "stop":
+                return
+            want, record = cmd[1], cmd[2]
+            uids, times = [], []
+        if any(fd == sock.fileno() for fd, _ in ready):
+            data = recv(1 << 18)
+            t = clock()
+            if not data:
+                eof = True
+            buf = buf + data if buf else data
+            n, pos = len(buf), 0
+            while n - pos >= 2:
+                b1 = buf[pos + 1]
+                ln, hdr = b1 & 0x7F, 2
+                if ln == 126:
+                    if n - pos < 4:
+                        break
+                    ln, hdr = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                elif ln == 127:
+                    if n - pos < 10:
+                        break
+                    ln, hdr = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                start = pos + hdr + 4  # a client's frames are masked
+                end = start + ln
+                if end > n:
+                    break
+                payload = apply_mask(buf[start:end], buf[start - 4:start])
+                op = buf[pos] & 0x0F
+                pos = end
+                if op == 1:
+                    i = payload.find(_FLOW_EVENT)
+                    if i >= 0:
+                        flow += 1
+                        if record:
+                            j = payload.index(_UID_AT, i) + len(_UID_AT)
+                            uids.append(payload[j:payload.index(b'"', j)])
+                            times.append(t)
+                    else:
+                        host += 1
+                elif op == 9:  # ping: pong (the bridge confirms its verdicts with them)
+                    with lock:
+                        sock.sendall(bytes((0x8A, len(payload))) + payload)
+                elif op == 8:  # close: echo it
+                    with lock:
+                        sock.sendall(bytes((0x88, len(payload[:2]))) + payload[:2])
+            buf = buf[pos:]
+        if want is not None and flow >= want:
+            ctl.send(("done", flow, host, uids, times))
+            want, uids, times = None, [], []
+    if want is not None:
+        ctl.send(("done", flow, host, uids, times))
 
 
 class Peer:
-    """Zeek's side of the WebSocket API, lean: pre-built frames written straight to the
-    transport, verdict frames timed where the protocol parses them."""
+    """Zeek's side of the WebSocket API, lean and in two processes so that neither side's
+    work delays the other's clock: this process writes pre-built evidence frames to the raw
+    socket (paced: each frame written at its own deadline, t0 + k/rate, and stamped right
+    before its write), a forked receiver reads the verdict frames from the same socket and
+    stamps each with the return of its read. A hand-written handshake, no websockets parser
+    on the hot path."""
 
     def __init__(self, messages: list[bytes]) -> None:
         self.parts = [split_uid(m) for m in messages]
-        self.sent_at: dict[bytes, float] = {}
-        self.rtts: list[float] = []
+        self.k = 0
         self.flow_verdicts = 0
         self.host_verdicts = 0
-        self.connected = asyncio.Event()
-        self.got = asyncio.Event()
-        self.want = 0
-        self.conn = None
-        self.k = 0
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.url = f"ws://127.0.0.1:{self.lsock.getsockname()[1]}/v1/messages/json"
+        self.sock = None
+        self.receiver = None
+        self.lock = None
+        self.ctl = None
 
-    def frames(self, count: int, stamp: bool) -> bytes:
-        out = []
-        now = time.perf_counter()
-        parts = self.parts
-        for _ in range(count):
-            head, tail, width = parts[self.k % len(parts)]
-            uid = fresh_uid(self.k, width)
-            self.k += 1
-            payload = head + uid + tail
-            out.append(frame_header(len(payload)))
-            out.append(payload)
-            if stamp:
-                self.sent_at[uid] = now
-        return b"".join(out)
+    def accept(self, timeout: float) -> None:
+        """The opening handshake (RFC 6455 4.2.2), the subscription, the ack; then the receiver."""
+        import multiprocessing as mp
 
-    def on_verdict(self, data: bytes) -> None:
-        if b'"MSEWatch::verdict"' in data:
-            self.flow_verdicts += 1
-            if self.sent_at:
-                i = data.index(_UID_AT, data.index(b"MSEWatch::verdict")) + len(_UID_AT)
-                t0 = self.sent_at.pop(data[i:data.index(b'"', i)], None)
-                if t0 is not None:
-                    self.rtts.append(time.perf_counter() - t0)
-        else:
-            self.host_verdicts += 1
-        if self.flow_verdicts >= self.want:
-            self.got.set()
+        self.lsock.settimeout(timeout)
+        sock, _ = self.lsock.accept()
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("the bridge closed the connection in the handshake")
+            data += chunk
+        head, buf = data.split(b"\r\n\r\n", 1)
+        key = next(v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+                   if k.strip().lower() == b"sec-websocket-key")
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        op, _subscription, buf = read_client_frame(sock, buf)
+        assert op == 1, op
+        sock.sendall(frame_header(len(ACK)) + ACK.encode())
+        sock.settimeout(None)
+        self.sock = sock
+        ctx = mp.get_context("fork")
+        self.lock = ctx.Lock()
+        self.ctl, child_end = ctx.Pipe()
+        self.receiver = ctx.Process(target=receiver_main, args=(sock, child_end, self.lock, buf), daemon=True)
+        self.receiver.start()
 
-    async def start(self):
-        from websockets.asyncio.server import ServerConnection, serve
+    def frame(self, k: int) -> tuple[bytes, bytes]:
+        head, tail, width = self.parts[k % len(self.parts)]
+        uid = fresh_uid(k, width)
+        payload = head + uid + tail
+        return frame_header(len(payload)) + payload, uid
 
-        peer = self
+    def _expect(self, n: int, record: bool) -> int:
+        want = self.flow_verdicts + n
+        self.ctl.send(("want", want, record))
+        return want
 
-        class Conn(ServerConnection):
-            def process_event(self, event):
-                if peer.conn is self and getattr(event, "opcode", None) is not None and event.opcode.name == "TEXT":
-                    peer.on_verdict(event.data)
-                else:
-                    super().process_event(event)
+    def _wait(self, timeout: float = 600) -> tuple[list[bytes], list[float]]:
+        if not self.ctl.poll(timeout):
+            raise TimeoutError("verdicts missing")
+        _, self.flow_verdicts, self.host_verdicts, uids, times = self.ctl.recv()
+        return uids, times
 
-        async def handler(ws):
-            await ws.recv()  # the subscription
-            await ws.send(ACK)
-            self.conn = ws
-            self.connected.set()
-            await ws.wait_closed()
-
-        self.server = await serve(handler, "127.0.0.1", 0, create_connection=Conn, compression=None,
-                                  max_size=None, ping_interval=None)
-        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/messages/json"
-
-    async def send_all(self, n: int, chunk: int = 256) -> None:
-        ws = self.conn
-        self.want = self.flow_verdicts + n
-        self.got.clear()
+    def send_all(self, n: int, chunk: int = 32) -> None:
+        """n frames as fast as the bridge reads them (TCP's flow control); waits for every verdict."""
+        self._expect(n, False)
+        sock, lock = self.sock, self.lock
         left = n
         while left:
             c = min(chunk, left)
-            ws.transport.write(self.frames(c, False))
+            data = b"".join(self.frame(k)[0] for k in range(self.k, self.k + c))
+            self.k += c
             left -= c
-            if ws.transport.get_write_buffer_size() > 1 << 20:
-                await ws.drain()
-            else:
-                await asyncio.sleep(0)
-        await asyncio.wait_for(self.got.wait(), 600)
+            with lock:
+                sock.sendall(data)
+        self._wait()
 
-    async def send_paced(self, rate: float, seconds: float, tick: float = 0.001) -> int:
-        ws = self.conn
+    def send_paced(self, rate: float, seconds: float, tick: float = 0.0) -> tuple[int, list[float], float]:
+        """rate frames/s for `seconds`: frame k is due at t0 + k/rate and written in its own
+        send() as soon as it is due, stamped right before it; the sender sleeps until the next
+        deadline. With `tick` (seconds), it wakes every tick and writes the frames due in one
+        send() (a burst), all stamped with the time of that write. Returns (frames, round
+        trips, this process's CPU seconds)."""
         total = int(rate * seconds)
-        self.want = self.flow_verdicts + total
-        self.got.clear()
-        t0 = time.perf_counter()
-        sent = 0
-        while sent < total:
-            due = min(total, int((time.perf_counter() - t0) * rate) + 1)
-            if due > sent:
-                ws.transport.write(self.frames(due - sent, True))
-                sent = due
-            await asyncio.sleep(tick)
-        await asyncio.wait_for(self.got.wait(), 600)
-        return total
+        self._expect(total, True)
+        sock, lock, clock, sleep = self.sock, self.lock, time.perf_counter, time.sleep
+        sent_at: dict[bytes, float] = {}
+        frames = [self.frame(self.k + i) for i in range(min(total, 64))]
+        c0 = time.process_time()
+        t0 = clock()
+        i = 0
+        while i < total:
+            now = clock()
+            due = min(total, int((now - t0) * rate) + 1)
+            if tick:  # the frames due, in one write (a burst, as an event loop flushes them)
+                burst = [frames[j] if j < len(frames) else self.frame(self.k + j) for j in range(i, due)]
+                with lock:
+                    t = clock()
+                    sock.sendall(b"".join(f for f, _ in burst))
+                for _, uid in burst:
+                    sent_at[uid] = t
+                i = due
+            while i < due:
+                if i < len(frames):
+                    data, uid = frames[i]
+                else:
+                    data, uid = self.frame(self.k + i)
+                with lock:
+                    sent_at[uid] = clock()
+                    sock.sendall(data)
+                i += 1
+            delay = max(t0 + i / rate - clock(), tick)
+            if delay > 0:
+                sleep(delay)
+        cpu = time.process_time() - c0
+        self.k += total
+        uids, times = self._wait()
+        rtts = [t - sent_at[u] for u, t in zip(uids, times)]
+        return total, rtts, cpu
+
+    def close(self) -> None:
+        if self.receiver is not None:
+            try:
+                self.ctl.send(("stop",))
+            except OSError:
+                pass
+            self.receiver.join(10)
+            if self.receiver.is_alive():
+                self.receiver.kill()
+        if self.sock is not None:
+            self.sock.close()
+        self.lsock.close()
 
 
-async def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float, profile: bool) -> dict:
+def percentiles(values: list[float]) -> dict:
+    s = sorted(values)
+    if not s:
+        return {"n": 0}
+    return {"n": len(s), "p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "max": s[-1]}
+
+
+def bridge_latency(child: subprocess.Popen, out: Path, timeout: float = 30) -> dict:
+    """The bridge's own measure since the last reset (SIGUSR2 -> a JSON file)."""
+    out.unlink(missing_ok=True)
+    child.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while not out.exists():
+        if time.monotonic() > deadline:
+            return {"n": 0}
+        time.sleep(0.01)
+    return json.loads(out.read_text())
+
+
+def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float, profile: bool,
+               tick: float = 0.0, bridge_cpu: int | None = None, peer_cpu: int | None = None) -> dict:
+    import tempfile
+
     peer = Peer(messages)
-    url = await peer.start()
     env = {**os.environ, "PYTHONPATH": str(common.BRIDGE)}
     exe = common.VENV_BIN / "python"
-    child = subprocess.Popen([str(exe) if exe.exists() else sys.executable, "-c", BRIDGE_CHILD, url,
-                              "1" if profile else ""], env=env, stderr=subprocess.PIPE if profile else None)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    out = tmp / "latency.json"
+    child = subprocess.Popen([str(exe) if exe.exists() else sys.executable, "-c", BRIDGE_CHILD, peer.url,
+                              "1" if profile else "", str(out)], env=env, stderr=subprocess.PIPE if profile else None)
+    if bridge_cpu is not None:
+        os.sched_setaffinity(child.pid, {bridge_cpu})
+    if peer_cpu is not None:
+        os.sched_setaffinity(0, {peer_cpu})
+    timer_slack(1000)
     res: dict = {"paced": []}
     try:
-        await asyncio.wait_for(peer.connected.wait(), 120)
-        await peer.send_all(min(n, 2000))  # warm-up: imports done, caches filled
+        peer.accept(120)
+        if peer_cpu is not None:
+            os.sched_setaffinity(peer.receiver.pid, {peer_cpu})
+        peer.send_all(min(n, 2000))  # warm-up: imports done, caches filled
         c0, w0 = proc_cpu(child.pid), time.perf_counter()
-        await peer.send_all(n)
+        peer.send_all(n)
         c1, w1 = proc_cpu(child.pid), time.perf_counter()
         res["n"] = n
         res["cpu"] = c1 - c0
@@ -316,25 +591,28 @@ async def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds:
         for rate in rates:
             if rate <= 0 or seconds <= 0:
                 continue
-            peer.rtts.clear()
-            peer.sent_at.clear()
-            c0, w0 = proc_cpu(child.pid), time.perf_counter()
-            total = await peer.send_paced(rate, seconds)
-            c1, w1 = proc_cpu(child.pid), time.perf_counter()
-            rtts = sorted(peer.rtts)
-            res["paced"].append({"n": total, "rate": rate, "cpu": c1 - c0, "wall": w1 - w0, "p50": rtts[len(rtts) // 2],
-                                 "p99": rtts[int(len(rtts) * 0.99)], "max": rtts[-1], "timed": len(rtts)})
+            child.send_signal(signal.SIGUSR1)  # the bridge's own measure starts afresh
+            time.sleep(0.05)
+            load0 = os.getloadavg()[0]
+            c0, r0, w0 = proc_cpu(child.pid), proc_cpu(peer.receiver.pid), time.perf_counter()
+            total, rtts, sender_cpu = peer.send_paced(rate, seconds, tick)
+            c1, r1, w1 = proc_cpu(child.pid), proc_cpu(peer.receiver.pid), time.perf_counter()
+            res["paced"].append({"n": total, "rate": rate, "cpu": c1 - c0, "wall": w1 - w0, "rtt": percentiles(rtts),
+                                 "inside": bridge_latency(child, out), "sender_cpu": sender_cpu,
+                                 "receiver_cpu": r1 - r0, "load": (load0, os.getloadavg()[0])})
         res["host_verdicts"] = peer.host_verdicts
     finally:
         child.send_signal(signal.SIGTERM)  # it flushes its queue to the peer, which keeps serving
         try:
-            _, err = await asyncio.to_thread(child.communicate, timeout=60)
+            _, err = child.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             child.kill()
-            _, err = await asyncio.to_thread(child.communicate)
+            _, err = child.communicate()
         if profile and err:
             print(err.decode(errors="replace"))
-        peer.server.close()
+        peer.close()
+        out.unlink(missing_ok=True)
+        tmp.rmdir()
     return res
 
 
@@ -350,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evidence-version", type=int, choices=(1, 2), default=2,
                     help="flow_evidence version of the generated messages (2: what the package publishes)")
     ap.add_argument("--profile", action="store_true", help="cProfile the bridge process")
+    ap.add_argument("--tick-us", type=float, default=0.0,
+                    help="the paced sender sleeps at least this long between writes (0: until each frame's deadline)")
+    ap.add_argument("--bridge-cpu", type=int, help="pin the bridge process to this CPU")
+    ap.add_argument("--peer-cpu", type=int, help="pin the peer (sender and receiver) to this CPU")
     ap.add_argument("--smoke", action="store_true", help="CI: small, one round, nothing timed asserted")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -376,12 +658,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ({ip['verdicts'] / m:.2f} verdicts per message)")
 
     load0 = os.getloadavg()
-    res = asyncio.run(end_to_end(messages, args.n, rates, args.seconds, args.profile))
+    res = end_to_end(messages, args.n, rates, args.seconds, args.profile, args.tick_us * 1e-6, args.bridge_cpu,
+                     args.peer_cpu)
     load1 = os.getloadavg()
     rate_cpu = res["n"] / res["cpu"] if res["cpu"] > 0 else float("inf")
     rate_wall = res["n"] / res["wall"]
+    pinned = (f"; bridge pinned to CPU {args.bridge_cpu}, peer to CPU {args.peer_cpu}"
+              if args.bridge_cpu is not None or args.peer_cpu is not None else "")
     print(f"\nend to end over a local WebSocket (load average {load0[0]:.1f} before, {load1[0]:.1f} after,"
-          f" {os.cpu_count()} CPUs):")
+          f" {os.cpu_count()} CPUs{pinned}):")
     print(f"  {res['n']:,} messages: bridge process CPU {res['cpu']:.2f} s -> {rate_cpu:,.0f} msgs/s on one core;"
           f" wall {res['wall']:.2f} s -> {rate_wall:,.0f} msgs/s (peer and bridge share the machine)")
     ratio = rate_cpu / floor_rate
@@ -389,13 +674,33 @@ def main(argv: list[str] | None = None) -> int:
     common.summary("bridge end to end", f"{rate_cpu:,.0f} msgs/s by CPU on one core, {rate_wall:,.0f} by wall"
                    f" (target >= 50,000: {'meets' if rate_cpu >= 50_000 else 'MISSES'})")
     common.summary("bridge ratio vs orjson floor", f"{ratio:.2f} (floor {floor_rate:,.0f} msgs/s)")
+
+    def ms(d: dict) -> str:
+        if not d.get("n"):
+            return "no samples"
+        return f"p50 {1e3 * d['p50']:.3f} ms, p99 {1e3 * d['p99']:.3f} ms, max {1e3 * d['max']:.1f} ms"
+
     for p in res["paced"]:
-        print(f"  paced at {p['rate']:,.0f} msgs/s for {p['wall']:.1f} s ({p['n']:,} messages, {p['timed']:,} timed):"
-              f" round trip p50 {1e3 * p['p50']:.3f} ms, p99 {1e3 * p['p99']:.3f} ms, max {1e3 * p['max']:.1f} ms;"
-              f" bridge CPU {100 * p['cpu'] / p['wall']:.0f} % of a core")
-        target = " (target p99 <= 1 ms: " + ("meets" if p["p99"] <= 1e-3 else "MISSES") + ")" if p["rate"] >= 25_000 else ""
-        common.summary(f"bridge latency at {p['rate']:,.0f}/s", f"p99 {1e3 * p['p99']:.3f} ms, p50 {1e3 * p['p50']:.3f} ms"
-                       + target)
+        rtt, inside = p["rtt"], p["inside"]
+        print(f"  paced at {p['rate']:,.0f} msgs/s for {p['wall']:.1f} s ({p['n']:,} messages, {rtt['n']:,} timed,"
+              f" load average {p['load'][0]:.1f} -> {p['load'][1]:.1f}):")
+        print(f"    round trip at the peer (evidence frame written -> verdict frame read): {ms(rtt)}")
+        print(f"    added by the bridge (evidence read -> its verdict frames written, {inside['n']:,} verdicts):"
+              f" {ms(inside)}")
+        if inside.get("stalls"):
+            print(f"    reads that took > 1 ms of wall time ({inside['stalls_n']}), the longest: " + ", ".join(
+                f"{1e3 * w:.1f} ms wall / {1e3 * c:.1f} ms CPU / {n // 1024} KiB" for w, c, n in inside["stalls"][:4]))
+        if inside.get("gc"):
+            print("    the bridge's garbage collections: " + ", ".join(
+                f"gen{g} {c} (longest {1e3 * d:.2f} ms)" for g, (c, d) in enumerate(inside["gc"])))
+        print(f"    CPU: bridge {100 * p['cpu'] / p['wall']:.0f} % of a core; peer sender"
+              f" {100 * p['sender_cpu'] / p['wall']:.0f} %, receiver {100 * p['receiver_cpu'] / p['wall']:.0f} %")
+        target = (" (target p99 <= 1 ms: " + ("meets" if rtt.get("p99", 1) <= 1e-3 else "MISSES") + ")"
+                  if p["rate"] >= 25_000 else "")
+        if rtt.get("n"):
+            common.summary(f"bridge latency at {p['rate']:,.0f}/s", f"round trip p99 {1e3 * rtt['p99']:.3f} ms,"
+                           f" p50 {1e3 * rtt['p50']:.3f} ms" + target
+                           + (f"; in the bridge p99 {1e3 * inside['p99']:.3f} ms" if inside.get("n") else ""))
     return 0
 
 

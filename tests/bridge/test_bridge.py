@@ -509,6 +509,33 @@ def test_repeated_evidence_is_answered_from_the_cache_without_deciding_again():
     assert bridge.metrics.evidence_received_total == 5
 
 
+def test_repeated_evidence_with_one_flow_verdict_is_answered_from_its_message_alone():
+    """The common case (one flow verdict per evidence) is remembered as the encoded message
+    alone - bytes, nothing for the garbage collector to walk - and answered the same."""
+
+    async def scenario():
+        zeek = await FakeZeek().start()
+        engine = EchoEngine()
+        bridge = Bridge(zeek_cfg(zeek.url), engine)
+        task = asyncio.create_task(bridge.run())
+        await zeek.wait_connected()
+        for i in (0, 1, 0):
+            await zeek.publish(EVIDENCE_TOPIC, evidence_message(i))
+        await zeek.wait_for(lambda: len(zeek.received) >= 3)
+        cached = bridge.answered.get(f"C{0:017d}")
+        bridge.stop()
+        await task
+        await zeek.terminate()
+        return zeek, bridge, engine, cached
+
+    zeek, bridge, engine, cached = run(scenario())
+    assert engine.seen == [f"C{i:017d}" for i in (0, 1)]
+    assert verdict_uids(zeek) == [f"C{i:017d}" for i in (0, 1, 0)]
+    assert zeek.received[0][1] == zeek.received[2][1]  # the same verdict again
+    assert type(cached) is bytes
+    assert bridge.metrics.evidence_repeated_total == 1
+
+
 def test_answered_cache_is_a_bounded_lru():
     cache = AnsweredCache(2)
     cache.put("a", (("a", "A"),))
@@ -519,6 +546,21 @@ def test_answered_cache_is_a_bounded_lru():
     off = AnsweredCache(0)
     off.put("a", (("a", "A"),))
     assert off.get("a") is None and len(off) == 0
+
+
+def test_answered_cache_keeps_the_most_recent_uids_within_its_bound():
+    cache = AnsweredCache(100)  # 8 segments of 12 uids
+    for i in range(1000):
+        assert cache.get(f"u{i}") is None
+        cache.put(f"u{i}", b"m%d" % i)
+        assert len(cache) <= 100
+    assert len(cache) >= 100 - 100 // 8
+    assert all(cache.get(f"u{i}") == b"m%d" % i for i in range(1000 - 84, 1000))
+    assert cache.get("u0") is None and cache.get("u800") is None
+    assert cache.get("u920") == b"m920"  # a hit in an old segment becomes the newest:
+    for i in range(1000, 1080):
+        cache.put(f"u{i}", b"")
+    assert cache.get("u920") == b"m920" and cache.get("u921") is None
 
 
 # ----------------------------------------------------------------------------- evidence beyond the budget

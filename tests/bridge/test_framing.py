@@ -211,3 +211,40 @@ def test_send_texts_frames_as_the_protocol_does():
     ours, theirs = asyncio.run(frames(True)), asyncio.run(frames(False))
     assert unmasked(ours) == unmasked(theirs) == [(1, m.encode() if isinstance(m, str) else m) for m in messages]
     assert ours != theirs  # random keys
+
+
+def test_after_messages_follows_every_read_that_handed_over_messages(monkeypatch):
+    """The read path's write trigger (BridgeConnection.after_messages, VerdictSender.write_now
+    in the bridge): called after the last message of every read that handed one over, never
+    for a read of control frames or of a frame's first bytes only, and within a long read
+    every 4th message once flush_after has passed (0 here: at each 4th)."""
+    events: list = []
+
+    async def scenario(flush_after: float):
+        async def handler(ws):
+            async for _ in ws:
+                pass
+
+        async with serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect(f"ws://127.0.0.1:{port}/", create_connection=BridgeConnection, ping_interval=None,
+                               compression=None)
+            ws.on_message = lambda data: events.append(bytes(data))
+            ws.after_messages = lambda: events.append("after")
+            ws.flush_after = flush_after
+            assert ws.enable_framing()
+            m = [frame(0x1, b'{"i":%d}' % i) for i in range(10)]
+            ws.data_received(m[0] + m[1])
+            ws.data_received(frame(0x9, b"ping"))  # no message: no call
+            whole = m[2]
+            ws.data_received(whole[:3])  # a frame's first bytes: no call
+            ws.data_received(whole[3:])
+            ws.data_received(b"".join(m[3:10]))
+            ws.transport.abort()
+
+    asyncio.run(scenario(3600.0))
+    msgs = [b'{"i":%d}' % i for i in range(10)]
+    assert events == [msgs[0], msgs[1], "after", msgs[2], "after", *msgs[3:10], "after"]
+    events.clear()
+    asyncio.run(scenario(0.0))
+    assert events == [msgs[0], msgs[1], "after", msgs[2], "after", *msgs[3:7], "after", *msgs[7:10], "after"]

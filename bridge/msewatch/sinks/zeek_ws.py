@@ -1,11 +1,13 @@
 """Verdicts back to Zeek over the WebSocket API, without losing them on a reconnect.
 
-Verdicts wait in a bounded queue of encoded data-messages. The sender writes everything
-queued and not yet written on this connection, in one write, *without removing it*, then
-sends a WebSocket ping: the pong arrives only after the server has read every frame before
-it, and only then are those entries removed. It does not wait for the pong before writing
-the next batch (a pong may take a round trip; verdicts should not): pongs are awaited in
-order by a second task. A connection lost mid-batch leaves every unconfirmed entry in the
+Verdicts wait in a bounded queue of encoded data-messages. They are written *without being
+removed* - by the bridge's read path right after the messages that made them
+(`VerdictSender.write_now`), or by the sender task (after a reconnect, or when the connection's
+buffer is full) - and then confirmed by a WebSocket ping: the pong arrives only after the
+server has read every frame before it, and only then are those entries removed. One ping is
+in flight at a time, at least `ping_interval` (1 ms) after the previous one, and covers every
+entry written before it; writing never waits for a pong (verdicts should not wait a round
+trip). Pongs are awaited in order by a second task. A connection lost mid-batch leaves every unconfirmed entry in the
 queue, to be sent again on the next connection: delivery is at-least-once (Zeek may see a
 verdict twice, never zero times), in order.
 
@@ -35,7 +37,11 @@ import logging
 import time
 from typing import Any, Callable
 
+from websockets.protocol import State
+
 from ..metrics import Metrics
+
+_OPEN = State.OPEN
 
 log = logging.getLogger("msewatch.sinks.zeek_ws")
 
@@ -207,6 +213,11 @@ class VerdictSender:
         self.batch = batch
         self.encode_labels = encode_labels
         self._labels = False
+        self._ws: Any = None  # the connection run() writes to
+        self._unpinged = [0, 0, 0]  # written, no ping covers them yet: entries without a label, with one, labels sent
+        self._wrote = asyncio.Event()  # write_now() wrote: run() pings for it
+        self._pending: collections.deque[tuple[Any, tuple[int, int], int]] = collections.deque()  # pings in flight, entries each confirms
+        self.ping_interval = 0.001  # seconds at least between two pings
 
     @property
     def labels(self) -> bool:
@@ -244,34 +255,78 @@ class VerdictSender:
             out.append(encode(uids, labels))  # type: ignore[misc]
         return out
 
+    def write_now(self, ws: Any) -> int:
+        """Write every verdict queued and not yet written, now, in one write, from the
+        caller (the read path, after each group of messages: a message's verdict does not
+        wait for a later message's, nor for the sender task's turn). run() sends the ping that
+        confirms them. Returns how many were written: 0 when nothing is due, when run() does
+        not serve `ws`, or when the connection is not plainly open or its buffer is full (then
+        run() writes them, with the library's flow control)."""
+        queue = self.queue
+        if ws is not self._ws or not queue._unwritten.is_set() or ws.protocol.state is not _OPEN or ws.paused:
+            return 0
+        entries, taken = queue.take_unwritten(self.batch)
+        if not entries:
+            return 0
+        ws.send_texts(self.messages(entries))
+        ws.send_data()
+        self._count(entries, taken)
+        if not self._pending:  # else the confirmer wakes run() when that ping's pong is in
+            self._wrote.set()
+        return len(entries)
+
+    def _count(self, entries: list[Entry], taken: tuple[int, int]) -> None:
+        """Entries just written: the next ping confirms them."""
+        u = self._unpinged
+        u[0] += taken[0]
+        u[1] += taken[1]
+        if self._labels:
+            u[2] += sum(e[2] is not None for e in entries)
+
     async def run(self, ws: Any) -> None:
         """Send on `ws` (a sources.zeek_ws.BridgeConnection, as open_session makes) until the
         connection fails (the exception propagates) or the task is cancelled. Unconfirmed
         entries stay queued and are sent again on the next connection."""
         queue = self.queue
         queue.rewind()
-        pending: collections.deque[tuple[Any, int]] = collections.deque()
+        self._ws, self._unpinged = ws, [0, 0, 0]
+        self._wrote.clear()
+        self._pending = pending = collections.deque()
+        loop = asyncio.get_running_loop()
+        last_ping = 0.0
         sent = asyncio.Event()
         confirmer = asyncio.create_task(self._confirm(pending, sent), name="verdict-confirmer")
         try:
             while True:
-                if not queue._unwritten.is_set():
-                    waiter = asyncio.create_task(queue.wait_unwritten())
-                    done, _ = await asyncio.wait({waiter, confirmer}, return_when=asyncio.FIRST_COMPLETED)
+                # entries written (here or by write_now()) are confirmed by one ping, sent when no
+                # ping is in flight and not sooner than ping_interval after the last (a ping and
+                # its pong cost both sides a frame each)
+                while not queue._unwritten.is_set() and not ((self._unpinged[0] or self._unpinged[1]) and not pending):
+                    self._wrote.clear()
+                    waiters = {asyncio.create_task(queue.wait_unwritten()), asyncio.create_task(self._wrote.wait())}
+                    done, _ = await asyncio.wait(waiters | {confirmer}, return_when=asyncio.FIRST_COMPLETED)
+                    for w in waiters:
+                        w.cancel()
                     if confirmer in done:
-                        waiter.cancel()
                         confirmer.result()  # raises what ended it
                         return
                 entries, taken = queue.take_unwritten(self.batch)
-                if not entries:
-                    continue
-                batch = self.messages(entries)
-                async with ws.send_context():  # BridgeConnection frames the batch, written in one go
-                    ws.send_texts(batch)
-                labels = sum(e[2] is not None for e in entries) if self._labels else 0
-                pending.append((await ws.ping(), taken, labels))
+                if entries:
+                    batch = self.messages(entries)
+                    async with ws.send_context():  # BridgeConnection frames the batch, written in one go
+                        ws.send_texts(batch)
+                    self._count(entries, taken)
+                u = self._unpinged
+                if not (u[0] or u[1]) or pending:
+                    continue  # nothing to confirm, or the pong in flight wakes this loop (_confirm)
+                if loop.time() - last_ping < self.ping_interval:
+                    await asyncio.sleep(self.ping_interval - (loop.time() - last_ping))
+                u, self._unpinged = self._unpinged, [0, 0, 0]  # every entry written so far, before this ping
+                last_ping = loop.time()
+                pending.append((await ws.ping(), (u[0], u[1]), u[2]))
                 sent.set()
         finally:
+            self._ws = None
             confirmer.cancel()
             await asyncio.gather(confirmer, return_exceptions=True)
 
@@ -287,30 +342,52 @@ class VerdictSender:
             self.queue.confirm(*taken)
             self.metrics.verdicts_sent_total += taken[0] + taken[1]
             self.metrics.labels_sent_total += labels
+            if self._unpinged[0] or self._unpinged[1]:
+                self._wrote.set()  # run() pings for what write_now() wrote meanwhile
 
 
 class AnsweredCache:
-    """Bounded LRU: flow uid -> the queue entries (key, encoded message, label) its evidence
-    produced, full verdicts and compact labels alike."""
+    """Bounded LRU: flow uid -> what its evidence produced: the encoded message of its one
+    flow verdict sent in full; (message, conn.log label) when that verdict may go as a compact
+    label; else a tuple of queue entries (key, encoded message, label or None).
+
+    Kept in up to SEGMENTS dicts of maxsize // SEGMENTS uids, the newest last; a put into a
+    full newest segment starts a new one and drops the oldest whole. One OrderedDict under
+    this churn (a uid in, the oldest out, every message) rebuilt its whole table every
+    ~maxsize puts: a 4 ms pause of the event loop at the default 50,000. Here the largest
+    step is dropping one segment. A hit in an older segment moves the uid to the newest."""
+
+    SEGMENTS = 8
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._items: collections.OrderedDict[str, tuple[Entry, ...]] = collections.OrderedDict()
+        self._nseg = max(1, min(self.SEGMENTS, maxsize))
+        self._seg = max(1, maxsize // self._nseg)
+        self._segments: list[dict[str, Any]] = [{}]  # oldest first; the last is filled
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(len(s) for s in self._segments)
 
-    def get(self, uid: str) -> tuple[Entry, ...] | None:
-        hit = self._items.get(uid)
+    def get(self, uid: str) -> Any:
+        segments = self._segments
+        hit = segments[-1].get(uid)
         if hit is not None:
-            self._items.move_to_end(uid)
-        return hit
+            return hit
+        for seg in segments[-2::-1]:
+            hit = seg.pop(uid, None)
+            if hit is not None:
+                self.put(uid, hit)  # the most recent now
+                return hit
+        return None
 
-    def put(self, uid: str, answers: tuple[Entry, ...]) -> None:
+    def put(self, uid: str, answers: Any) -> None:
         if self.maxsize <= 0 or not uid:
             return
-        items = self._items
-        items[uid] = answers
-        items.move_to_end(uid)
-        if len(items) > self.maxsize:
-            items.popitem(last=False)
+        segments = self._segments
+        newest = segments[-1]
+        if len(newest) >= self._seg and uid not in newest:
+            newest = {}
+            segments.append(newest)
+            if len(segments) > self._nseg:
+                del segments[0]
+        newest[uid] = answers

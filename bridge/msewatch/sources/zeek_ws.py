@@ -20,11 +20,13 @@ by `BridgeConnection` itself; every other frame still goes through the library's
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import inspect
 import logging
 import os
 import ssl
 import struct
+import termios
 import time
 from bisect import bisect_left
 from typing import Any, Callable
@@ -81,7 +83,13 @@ def connect_kwargs(url: str, cfg: ZeekConfig) -> dict[str, Any]:
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _OPEN = State.OPEN
 _HEAD16, _HEAD64 = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
+def _ioctl_int(fd: int, request: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0]
+
+
+_FIONREAD = getattr(termios, "FIONREAD", 0x541B)
 _SMALL = 1 << 20  # frames up to this size are cut here (BridgeConnection.data_received)
+FLUSH_AFTER = 0.001  # seconds of handling one read's messages before their verdicts are written (after_messages)
 
 
 class BridgeConnection(ClientConnection):
@@ -97,6 +105,19 @@ class BridgeConnection(ClientConnection):
         self._partial = b""  # the start of a frame not yet complete (framing)
         self._through = 0  # bytes of a frame being fed to the protocol as they come (framing)
         self._small = 0  # the largest frame cut here: _SMALL, or the protocol's max_size if smaller
+        # called once the messages of a read took `flush_after` seconds to handle, and after
+        # its last: the bridge writes the verdicts queued so far (VerdictSender.write_now), so
+        # that the first message of a large read does not wait for the last
+        self.after_messages: Callable[[], Any] | None = None
+        self.flush_after = FLUSH_AFTER
+        self._due: float | None = None  # verdicts are pending from a read whose write was put off: by then
+        self._fd = -1  # the socket, for _readable (connection_made)
+        self._keys, self._keys_at = b"", 0  # random bytes for send_texts' mask keys, and how many are used
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     # Framing: the common frame - one whole unmasked text message of at most 1 MiB - is
     # cut from the stream here and handed to on_message without the protocol's parser (its
@@ -136,6 +157,10 @@ class BridgeConnection(ClientConnection):
                 return
         buf = self._partial + data if self._partial else data
         n, pos = len(buf), 0
+        handled, after = 0, self.after_messages
+        if after is not None:
+            clock, every = time.perf_counter, self.flush_after
+            due = self._due if self._due is not None else clock() + every
         while n - pos >= 2:
             b1 = buf[pos + 1]
             ln = b1 & 0x7F
@@ -158,6 +183,11 @@ class BridgeConnection(ClientConnection):
                     break  # wait for the rest of this small frame
                 handler(buf[pos + hdr:end])
                 pos = end
+                handled += 1
+                if after is not None and not handled & 3 and clock() >= due:  # the clock every 4th message
+                    after()
+                    handled = 0
+                    due = clock() + every
                 continue
             # any other frame goes to the protocol: whole, or as it arrives (the large ones)
             if end > n:
@@ -173,6 +203,22 @@ class BridgeConnection(ClientConnection):
                     super().data_received(buf[pos:])
                 return
         self._partial = buf[pos:]
+        if after is not None and (handled or self._due is not None):
+            # the verdicts of this read (and of a read before it) go out now, unless more input
+            # is already waiting and they are younger than flush_after: then the next read's
+            # end writes them with its own, one write instead of one per read while busy
+            if clock() < due and self._readable() > 0:
+                self._due = due
+            else:
+                self._due = None
+                after()
+
+    def _readable(self) -> int:
+        """Bytes waiting in the socket's receive buffer (FIONREAD), 0 if it cannot tell."""
+        try:
+            return _ioctl_int(self._fd, _FIONREAD)
+        except (OSError, TypeError, AttributeError):
+            return 0
 
     def eof_received(self) -> None:
         if self._framing and self._partial:  # a frame cut short: the protocol says so
@@ -209,7 +255,12 @@ class BridgeConnection(ClientConnection):
             for m in messages:
                 p.send_text(m.encode() if type(m) is str else m)
             return
-        keys = os.urandom(4 * len(messages))
+        need = 4 * len(messages)
+        at = self._keys_at
+        if at + need > len(self._keys):  # mask keys from a pool: one getrandom() per 4 KiB, not per write
+            self._keys, at = os.urandom(max(4096, need)), 0
+        keys = self._keys[at:at + need]
+        self._keys_at = at + need
         out = []
         for i, m in enumerate(messages):
             if type(m) is str:
