@@ -319,15 +319,22 @@ function covered_by(topic: string, subscriptions: string_vec): bool
 	return F;
 	}
 
-# A client subscribed to an evidence topic (or a prefix or shard of it).
-function subscribes_to_evidence_topics(subscriptions: string_vec): bool
+# The first of a client's subscriptions that is an evidence topic (or a
+# prefix or shard of it); "" if none is.
+function evidence_subscription(subscriptions: string_vec): string
 	{
 	for ( i in subscriptions )
 		if ( starts_with(evidence_topic, subscriptions[i]) ||
 		     starts_with(subscriptions[i], evidence_topic) )
-			return T;
+			return subscriptions[i];
 
-	return F;
+	return "";
+	}
+
+# A client subscribed to an evidence topic (or a prefix or shard of it).
+function subscribes_to_evidence_topics(subscriptions: string_vec): bool
+	{
+	return evidence_subscription(subscriptions) != "";
 	}
 
 event zeek_init()

@@ -37,20 +37,6 @@ function wants_bridge(): bool
 	return pcap_wait_for_bridge && reading_traces();
 	}
 
-# A client that subscribed to the evidence topic, or to a prefix of it, or
-# to one of its shards.
-function subscribes_to_evidence(subscriptions: string_vec): bool
-	{
-	for ( i in subscriptions )
-		{
-		local topic = subscriptions[i];
-		if ( starts_with(evidence_topic, topic) || starts_with(topic, evidence_topic) )
-			return T;
-		}
-
-	return F;
-	}
-
 function terminate_when_answered()
 	{
 	if ( waiting_for_verdicts && |awaiting_verdict| == 0 )
@@ -88,7 +74,7 @@ event zeek_init() &priority=-10
 @if ( Version::at_least("7.2") )
 event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscriptions: string_vec)
 	{
-	if ( ! waiting_for_client || ! subscribes_to_evidence(subscriptions) )
+	if ( ! waiting_for_client || ! subscribes_to_evidence_topics(subscriptions) )
 		return;
 
 	waiting_for_client = F;

@@ -434,15 +434,9 @@ event MSEWatch::flow_labels(uids: string, labels: string)
 # Tell a bridge that subscribes to evidence what this package takes.
 event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscriptions: string_vec)
 	{
-	for ( i in subscriptions )
-		{
-		local topic = subscriptions[i];
-		if ( starts_with(evidence_topic, topic) || starts_with(topic, evidence_topic) )
-			{
-			Cluster::publish(topic, MSEWatch::hello, vector("flow_labels"));
-			return;
-			}
-		}
+	local topic = evidence_subscription(subscriptions);
+	if ( topic != "" )
+		Cluster::publish(topic, MSEWatch::hello, vector("flow_labels"));
 	}
 @endif
 
