@@ -231,13 +231,14 @@ class VerdictSender:
         if not on:
             self.queue.release_labels()
 
-    def messages(self, entries: list[Entry]) -> list[str | bytes]:
+    def messages(self, entries: list[Entry]) -> tuple[list[str | bytes], int]:
         """What to write for these entries: the full verdicts, and on a connection that takes
         compact labels, the labelled entries packed into flow_labels messages of up to
-        queue.label_batch entries each."""
+        queue.label_batch entries each; and how many labels were packed."""
         if not self._labels:
-            return [e[1] for e in entries]
+            return [e[1] for e in entries], 0
         out: list[str | bytes] = []
+        packed = 0
         uids: list[str] = []
         labels: list[str] = []
         encode = self.encode_labels
@@ -250,10 +251,12 @@ class VerdictSender:
             labels.append(label)
             if len(uids) >= step:
                 out.append(encode(uids, labels))  # type: ignore[misc]
+                packed += len(uids)
                 uids, labels = [], []
         if uids:
             out.append(encode(uids, labels))  # type: ignore[misc]
-        return out
+            packed += len(uids)
+        return out, packed
 
     def write_now(self, ws: Any) -> int:
         """Write every verdict queued and not yet written, now, in one write, from the
@@ -268,20 +271,21 @@ class VerdictSender:
         entries, taken = queue.take_unwritten(self.batch)
         if not entries:
             return 0
-        ws.send_texts(self.messages(entries))
+        batch, packed = self.messages(entries)
+        ws.send_texts(batch)
         ws.send_data()
-        self._count(entries, taken)
+        self._count(taken, packed)
         if not self._pending:  # else the confirmer wakes run() when that ping's pong is in
             self._wrote.set()
         return len(entries)
 
-    def _count(self, entries: list[Entry], taken: tuple[int, int]) -> None:
-        """Entries just written: the next ping confirms them."""
+    def _count(self, taken: tuple[int, int], packed: int) -> None:
+        """Entries just written (`taken` from take_unwritten, `packed` of them as labels): the
+        next ping confirms them."""
         u = self._unpinged
         u[0] += taken[0]
         u[1] += taken[1]
-        if self._labels:
-            u[2] += sum(e[2] is not None for e in entries)
+        u[2] += packed
 
     async def run(self, ws: Any) -> None:
         """Send on `ws` (a sources.zeek_ws.BridgeConnection, as open_session makes) until the
@@ -312,10 +316,10 @@ class VerdictSender:
                         return
                 entries, taken = queue.take_unwritten(self.batch)
                 if entries:
-                    batch = self.messages(entries)
+                    batch, packed = self.messages(entries)
                     async with ws.send_context():  # BridgeConnection frames the batch, written in one go
                         ws.send_texts(batch)
-                    self._count(entries, taken)
+                    self._count(taken, packed)
                 u = self._unpinged
                 if not (u[0] or u[1]) or pending:
                     continue  # nothing to confirm, or the pong in flight wakes this loop (_confirm)
