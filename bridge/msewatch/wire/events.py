@@ -105,28 +105,28 @@ _BAD_HEADS = "must be hex heads, each followed by ','"
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def unpack_ints(text: str) -> tuple[int, ...]:
-    """"517,-300" -> (517, -300); ValueError unless the v2 grammar of sizes and bursts."""
+def _unpack(text: str, grammar: re.Pattern, bad: str, too_big: str) -> tuple[int, ...]:
+    """Decimal integers joined by ',' that match `grammar` and fit in 64 signed bits."""
     if not text:
         return ()
-    if _PACKED_INTS.fullmatch(text) is None:
-        raise ValueError("must be signed decimal integers joined by ','")
+    if grammar.fullmatch(text) is None:
+        raise ValueError(bad)
     out = tuple(map(int, text.split(",")))
     if min(out) < _INT_MIN or max(out) > _INT_MAX:
-        raise ValueError("an integer exceeds 64 bits")
+        raise ValueError(too_big)
     return out
+
+
+def unpack_ints(text: str) -> tuple[int, ...]:
+    """"517,-300" -> (517, -300); ValueError unless the v2 grammar of sizes and bursts."""
+    return _unpack(text, _PACKED_INTS, "must be signed decimal integers joined by ','", "an integer exceeds 64 bits")
 
 
 def unpack_times(text: str) -> tuple[float, ...]:
     """"0,358104706" (ns) -> (0.0, 0.358104706) seconds; ValueError unless the v2 grammar."""
-    if not text:
-        return ()
-    if _PACKED_UINTS.fullmatch(text) is None:
-        raise ValueError("must be non-negative decimal nanoseconds joined by ','")
-    out = tuple(map(int, text.split(",")))
-    if max(out) > _INT_MAX:
-        raise ValueError("a time exceeds 64 bits of nanoseconds")
-    return tuple(ns / 1e9 for ns in out)
+    ns = _unpack(text, _PACKED_UINTS, "must be non-negative decimal nanoseconds joined by ','",
+                 "a time exceeds 64 bits of nanoseconds")
+    return tuple(n / 1e9 for n in ns)
 
 
 def unpack_heads(text: str) -> tuple[bytes, ...]:
