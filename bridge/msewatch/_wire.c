@@ -473,6 +473,19 @@ static PyObject *timespan_seconds(Cur *c)
     return PyFloat_FromDouble((double)ns / 1e9);
 }
 
+/* items[0:n] as a tuple that takes over their references; NULL (and the items released) if
+   the tuple cannot be made */
+static PyObject *steal_tuple(PyObject **items, Py_ssize_t n)
+{
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+}
+
 /* a vector of integers: the first `keep` (<= KEEP_SIZES) as a tuple, the rest counted (*total)
    and, only in a message bounded by the budget (`bounded`), not read; otherwise more than
    `keep` make the whole message one for the Python path (NULL, no error set) */
@@ -495,11 +508,8 @@ static PyObject *ints(Cur *c, Py_ssize_t keep, Py_ssize_t *total, int bounded)
         k++;
     }
     if (r < 0 || !typed_close(c)) goto bad;
-    PyObject *t = PyTuple_New(kept);
-    if (t == NULL) goto bad;
-    for (Py_ssize_t i = 0; i < kept; i++) PyTuple_SET_ITEM(t, i, items[i]);
     *total = k;
-    return t;
+    return steal_tuple(items, kept);
 bad:
     for (Py_ssize_t i = 0; i < kept; i++) Py_DECREF(items[i]);
     return NULL;
@@ -531,11 +541,8 @@ static PyObject *spans(Cur *c, Py_ssize_t keep, Py_ssize_t *total, int bounded)
         k++;
     }
     if (r < 0 || !typed_close(c)) goto bad;
-    PyObject *t = PyTuple_New(kept);
-    if (t == NULL) goto bad;
-    for (Py_ssize_t i = 0; i < kept; i++) PyTuple_SET_ITEM(t, i, items[i]);
     *total = k;
-    return t;
+    return steal_tuple(items, kept);
 bad:
     for (Py_ssize_t i = 0; i < kept; i++) Py_DECREF(items[i]);
     return NULL;
@@ -587,10 +594,7 @@ static PyObject *heads(Cur *c, int bounded)
         k++;
     }
     if (r < 0 || !typed_close(c)) goto bad;
-    PyObject *t = PyTuple_New(nitems);
-    if (t == NULL) goto bad;
-    for (int i = 0; i < nitems; i++) PyTuple_SET_ITEM(t, i, items[i]);
-    return t;
+    return steal_tuple(items, nitems);
 bad:
     for (int i = 0; i < nitems; i++) Py_DECREF(items[i]);
     return NULL;
@@ -663,11 +667,8 @@ static PyObject *packed_ints(const unsigned char *s, Py_ssize_t n, Py_ssize_t ke
             if (*p != ',' || ++p == end) goto bad;
         }
     }
-    PyObject *t = PyTuple_New(kept);
-    if (t == NULL) goto bad;
-    for (Py_ssize_t i = 0; i < kept; i++) PyTuple_SET_ITEM(t, i, items[i]);
     *total = k;
-    return t;
+    return steal_tuple(items, kept);
 bad:
     for (Py_ssize_t i = 0; i < kept; i++) Py_DECREF(items[i]);
     return NULL;
@@ -703,10 +704,7 @@ static PyObject *packed_heads(const unsigned char *s, Py_ssize_t n, int bounded)
             goto bad;
         k++;
     }
-    PyObject *t = PyTuple_New(nitems);
-    if (t == NULL) goto bad;
-    for (int i = 0; i < nitems; i++) PyTuple_SET_ITEM(t, i, items[i]);
-    return t;
+    return steal_tuple(items, nitems);
 bad:
     for (int i = 0; i < nitems; i++) Py_DECREF(items[i]);
     return NULL;
