@@ -300,6 +300,7 @@ class Bridge:
             ws.after_messages = functools.partial(self.sender.write_now, ws)  # verdicts out as they are made
             reader = None
             if topics:
+                self.queue.read_path_writes = True  # and the sender is not woken for each
                 reader = asyncio.create_task(self.reader.run(ws, early), name="evidence-reader")
                 tasks.add(reader)
             else:  # publish only (the flush after a stop): nothing to read
@@ -323,6 +324,7 @@ class Bridge:
             if sender in done and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
         finally:
+            self.queue.read_path_writes = False
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

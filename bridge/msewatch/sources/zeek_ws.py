@@ -89,6 +89,9 @@ def _ioctl_int(fd: int, request: int) -> int:
 
 _FIONREAD = getattr(termios, "FIONREAD", 0x541B)
 _SMALL = 1 << 20  # frames up to this size are cut here (BridgeConnection.data_received)
+# a read of fewer bytes than this emptied the socket's receive buffer (asyncio reads up to
+# 256 KiB at a time, uvloop 64 KiB)
+_DRAINED = 1 << 15
 FLUSH_AFTER = 0.001  # seconds of handling one read's messages before their verdicts are written (after_messages)
 
 
@@ -145,6 +148,8 @@ class BridgeConnection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         if not self._framing:
             super().data_received(data)
+            if self.after_messages is not None:
+                self.after_messages()  # the verdicts of what the protocol handed on_message
             return
         if self._through:
             k = min(self._through, len(data))
@@ -206,8 +211,10 @@ class BridgeConnection(ClientConnection):
         if after is not None and (handled or self._due is not None):
             # the verdicts of this read (and of a read before it) go out now, unless more input
             # is already waiting and they are younger than flush_after: then the next read's
-            # end writes them with its own, one write instead of one per read while busy
-            if clock() < due and self._readable() > 0:
+            # end writes them with its own, one write instead of one per read while busy. A read
+            # shorter than _DRAINED emptied the socket (the event loop reads up to 64-256 KiB):
+            # no system call to ask
+            if len(data) >= _DRAINED and clock() < due and self._readable() > 0:
                 self._due = due
             else:
                 self._due = None
@@ -402,6 +409,8 @@ class EvidenceReader:
         self._decode_c = fast[0].decode if fast is not None else None
         for raw in early:
             self.handle_timed(raw)
+        if early and ws.after_messages is not None:
+            ws.after_messages()
         ws.on_message = self.handle_timed
         try:
             await ws.wait_closed()
