@@ -153,6 +153,19 @@ def test_zeek_benchmark_smoke_run():
         assert "native+bridge run:" in proc.stdout
 
 
+def test_zeek_websocket_floor_smoke_run():
+    """benchmarks/zeek_ws_floor.py runs each kind of shape on the real Zeek (30 flows, without
+    valgrind: the instruction counts are the benchmark's, not CI's); each run checks that the
+    client got every payload byte and that Zeek wrote one log line per answered flow."""
+    shapes = ["baseline", "ev1", "vec10", "labels", "verdicts", "verdicts-packed", "logonly"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "zeek_ws_floor.py"), "--no-valgrind",
+                           "--flows", "30", "--shapes", *shapes], capture_output=True, text=True, timeout=600,
+                          env=zeek_env())
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for shape in shapes:
+        assert f"{shape}: done" in proc.stdout + proc.stderr, shape
+
+
 def test_plugin_build_falls_back_without_a_compiler(tmp_path):
     """plugin/build.sh (zkg's build_command) without a usable compiler, or without the headers
     Zeek's include: one line saying the package records in script-land, exit 0 and no build/
