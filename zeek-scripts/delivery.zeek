@@ -211,6 +211,15 @@ function evidence_wanted(topic: string): bool
 	return F;
 	}
 
+# Flows published or held since the last Telemetry::sync: counted once per
+# flow, added up at collection time as unsent_pending.
+global published_pending = 0;
+global held_pending = 0;
+
+# Runs once per flow: the subscription cache is read here rather than through
+# bridge_subscribed(), the publication is not wrapped in publish_message() and
+# the counters wait for Telemetry::sync (each script call costs about as much
+# as the rest of this function).
 function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 	{
 	if ( publishing_all )
@@ -221,17 +230,23 @@ function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 		}
 
 	local kept = keeping && keep_evidence(uid, topic, ev);
+	local subscribed = topic in subscribed_cache ? subscribed_cache[topic]
+	                                             : bridge_subscribed(topic);
 
-	if ( bridge_subscribed(topic) )
+	if ( subscribed )
 		{
-		publish_message(topic, ev);
-		Telemetry::counter_inc(published_c);
+@if ( Version::at_least("7.1") )
+		Cluster::publish(topic, ev);
+@else
+		Broker::publish(topic, ev);
+@endif
+		++published_pending;
 		return;
 		}
 
 	# Without a bridge, publishing would serialise the event for nobody.
 	if ( kept )
-		Telemetry::counter_inc(held_c);
+		++held_pending;
 	else if ( keeping )
 		# The table is full: send it anyway, a bridge may just be subscribing.
 		publish_message(topic, ev);
@@ -272,6 +287,18 @@ hook Telemetry::sync()
 		{
 		Telemetry::counter_inc(unsent_c, 1.0 * unsent_pending);
 		unsent_pending = 0;
+		}
+
+	if ( published_pending > 0 )
+		{
+		Telemetry::counter_inc(published_c, 1.0 * published_pending);
+		published_pending = 0;
+		}
+
+	if ( held_pending > 0 )
+		{
+		Telemetry::counter_inc(held_c, 1.0 * held_pending);
+		held_pending = 0;
 		}
 	}
 

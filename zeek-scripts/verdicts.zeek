@@ -289,11 +289,6 @@ event connection_state_remove(c: connection) &priority=-4
 		c$conn$msewatch = label;
 	}
 
-function flow_notice_type(protocol: string): Notice::Type
-	{
-	return protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
-	}
-
 # Notices raised within notice_suppression, by type and identifier.  The
 # Notice framework would suppress a repeat too, but only after it has been
 # built (messages formatted, policy hooks run): on a busy P2P host nearly
@@ -312,15 +307,25 @@ function suppressed_here(note: Notice::Type, identifier: string): bool
 	return F;
 	}
 
+# Runs for every p2p_likely verdict, and most of them are suppressed: the
+# tests before NOTICE are written out here (local_host(), suppressed_here())
+# rather than called, a script call costing more than the test itself.
 function raise_flow_notice(uid: string, id: conn_id, protocol: string,
                            probability: double, reasons: vector of string)
 	{
-	local note = flow_notice_type(protocol);
-	local host = local_host(id$orig_h, id$resp_h);
+	local note = protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
+	# local_host(): Site::is_local_addr() is "in Site::local_nets".
+	local host = ( id$orig_h in Site::local_nets || id$resp_h !in Site::local_nets )
+	             ? id$orig_h : id$resp_h;
 	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
 
-	if ( suppressed_here(note, identifier) )
-		return;
+	if ( notice_suppression != 0 secs )
+		{
+		if ( [note, identifier] in recent_notices )
+			return;
+
+		add recent_notices[note, identifier];
+		}
 
 	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
 	                                          : fmt("P2P (%s)", is_protocol_guess(protocol) ? protocol : "unknown protocol");
@@ -363,9 +368,11 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 
 	add logged_verdicts[uid];
 
-	if ( uid in unanswered )
-		delete unanswered[uid];
-	else if ( keeping )
+	# The kept evidence is forgotten with one table operation: the size
+	# tells whether the uid was there.
+	local waiting = |unanswered|;
+	delete unanswered[uid];
+	if ( |unanswered| == waiting && keeping )
 		# After a Zeek restart, or for an expired or unkept flow.
 		Telemetry::counter_inc(unsolicited_verdicts_c);
 
@@ -382,17 +389,11 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	if ( label == "p2p_likely" )
 		raise_flow_notice(uid, id, guess ? protocol : "", probability, reasons);
 
-	# In a cluster the connection lives on a worker: cluster.zeek sends it there.
-	if ( (uid in awaiting_label || uid in held_conn_writes) &&
-	     label in conn_log_labels && ! Cluster::is_enabled() )
+	# In a cluster the connection lives on a worker: cluster.zeek sends it
+	# there.  (Cluster::node == "" is Cluster::is_enabled()'s test, not called
+	# once per verdict.)  remember_conn_label() looks the uid up itself.
+	if ( label in conn_log_labels && Cluster::node == "" )
 		remember_conn_label(uid, guess ? label + ":" + protocol : label);
-	}
-
-# Whether a conn.log label (``label`` or ``label:protocol``) is one of
-# conn_log_labels.
-function conn_log_label_wanted(tag: string): bool
-	{
-	return tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels;
 	}
 
 # Flow verdicts sent as conn.log labels only: everything MSEWatch::verdict
@@ -419,14 +420,15 @@ event MSEWatch::flow_labels(uids: string, labels: string)
 
 		add logged_verdicts[uid];
 
-		if ( uid in unanswered )
-			delete unanswered[uid];
-		else if ( keeping )
+		local waiting = |unanswered|;
+		delete unanswered[uid];
+		if ( |unanswered| == waiting && keeping )
 			Telemetry::counter_inc(unsolicited_verdicts_c);
 
-		if ( here && (uid in awaiting_label || uid in held_conn_writes) &&
-		     conn_log_label_wanted(l[i]) )
-			remember_conn_label(uid, l[i]);
+		# conn_log_label_wanted(), written out: this runs once per label.
+		local tag = l[i];
+		if ( here && (tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels) )
+			remember_conn_label(uid, tag);
 		}
 	}
 
