@@ -115,6 +115,13 @@ global client_topics: table[string] of string_vec;
 # bridge_subscribed() per topic, until the clients change.
 global subscribed_cache: table[string] of bool;
 
+# The topic bridge_subscribed() answered last, and its answer, until the
+# clients change: unless sharded every flow asks about the same topic, and
+# comparing a string costs less than the two table lookups of the cache.
+global last_topic = "";
+global last_topic_known = F;
+global last_topic_subscribed = F;
+
 # uids waiting to be re-published to a client that subscribed.
 global resend_queue: vector of string;
 global resend_running = F;
@@ -170,17 +177,33 @@ function publish_message(topic: string, ev: EvidenceMessage)
 
 function bridge_subscribed(topic: string): bool
 	{
-	if ( topic in subscribed_cache )
-		return subscribed_cache[topic];
+	if ( last_topic_known && topic == last_topic )
+		return last_topic_subscribed;
 
 	local yes = F;
-	for ( id, topics in client_topics )
-		for ( i in topics )
-			if ( starts_with(topic, topics[i]) )
-				yes = T;
+	if ( topic in subscribed_cache )
+		yes = subscribed_cache[topic];
+	else
+		{
+		for ( id, topics in client_topics )
+			for ( i in topics )
+				if ( starts_with(topic, topics[i]) )
+					yes = T;
 
-	subscribed_cache[topic] = yes;
+		subscribed_cache[topic] = yes;
+		}
+
+	last_topic = topic;
+	last_topic_known = T;
+	last_topic_subscribed = yes;
 	return yes;
+	}
+
+# The clients changed: bridge_subscribed() asks them again.
+function forget_subscriptions()
+	{
+	subscribed_cache = table();
+	last_topic_known = F;
 	}
 
 function keep_evidence(uid: string, topic: string, ev: EvidenceMessage): bool
@@ -216,8 +239,8 @@ function evidence_wanted(topic: string): bool
 global published_pending = 0;
 global held_pending = 0;
 
-# Runs once per flow: the subscription cache is read here rather than through
-# bridge_subscribed(), the publication is not wrapped in publish_message() and
+# Runs once per flow: bridge_subscribed()'s last answer is read here rather
+# than through a call, the publication is not wrapped in publish_message() and
 # the counters wait for Telemetry::sync (each script call costs about as much
 # as the rest of this function).
 function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
@@ -230,8 +253,8 @@ function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 		}
 
 	local kept = keeping && keep_evidence(uid, topic, ev);
-	local subscribed = topic in subscribed_cache ? subscribed_cache[topic]
-	                                             : bridge_subscribed(topic);
+	local subscribed = ( last_topic_known && topic == last_topic ) ? last_topic_subscribed
+	                                                             : bridge_subscribed(topic);
 
 	if ( subscribed )
 		{
@@ -384,7 +407,7 @@ event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscript
 		return;
 
 	client_topics[endpoint$id] = subscriptions;
-	subscribed_cache = table();
+	forget_subscriptions();
 
 	if ( ! keeps_evidence() )
 		return;
@@ -408,6 +431,6 @@ event Cluster::websocket_client_lost(endpoint: Cluster::EndpointInfo, code: coun
 		return;
 
 	delete client_topics[endpoint$id];
-	subscribed_cache = table();
+	forget_subscriptions();
 	}
 @endif
