@@ -115,6 +115,13 @@ global client_topics: table[string] of string_vec;
 # bridge_subscribed() per topic, until the clients change.
 global subscribed_cache: table[string] of bool;
 
+# The topic bridge_subscribed() answered last, and its answer, until the
+# clients change: unless sharded every flow asks about the same topic, and
+# comparing a string costs less than the two table lookups of the cache.
+global last_topic = "";
+global last_topic_known = F;
+global last_topic_subscribed = F;
+
 # uids waiting to be re-published to a client that subscribed.
 global resend_queue: vector of string;
 global resend_running = F;
@@ -170,17 +177,33 @@ function publish_message(topic: string, ev: EvidenceMessage)
 
 function bridge_subscribed(topic: string): bool
 	{
-	if ( topic in subscribed_cache )
-		return subscribed_cache[topic];
+	if ( last_topic_known && topic == last_topic )
+		return last_topic_subscribed;
 
 	local yes = F;
-	for ( id, topics in client_topics )
-		for ( i in topics )
-			if ( starts_with(topic, topics[i]) )
-				yes = T;
+	if ( topic in subscribed_cache )
+		yes = subscribed_cache[topic];
+	else
+		{
+		for ( id, topics in client_topics )
+			for ( i in topics )
+				if ( starts_with(topic, topics[i]) )
+					yes = T;
 
-	subscribed_cache[topic] = yes;
+		subscribed_cache[topic] = yes;
+		}
+
+	last_topic = topic;
+	last_topic_known = T;
+	last_topic_subscribed = yes;
 	return yes;
+	}
+
+# The clients changed: bridge_subscribed() asks them again.
+function forget_subscriptions()
+	{
+	subscribed_cache = table();
+	last_topic_known = F;
 	}
 
 function keep_evidence(uid: string, topic: string, ev: EvidenceMessage): bool
@@ -211,6 +234,15 @@ function evidence_wanted(topic: string): bool
 	return F;
 	}
 
+# Flows published or held since the last Telemetry::sync: counted once per
+# flow, added up at collection time as unsent_pending.
+global published_pending = 0;
+global held_pending = 0;
+
+# Runs once per flow: bridge_subscribed()'s last answer is read here rather
+# than through a call, the publication is not wrapped in publish_message() and
+# the counters wait for Telemetry::sync (each script call costs about as much
+# as the rest of this function).
 function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 	{
 	if ( publishing_all )
@@ -221,17 +253,23 @@ function deliver_evidence(uid: string, topic: string, ev: EvidenceMessage)
 		}
 
 	local kept = keeping && keep_evidence(uid, topic, ev);
+	local subscribed = ( last_topic_known && topic == last_topic ) ? last_topic_subscribed
+	                                                             : bridge_subscribed(topic);
 
-	if ( bridge_subscribed(topic) )
+	if ( subscribed )
 		{
-		publish_message(topic, ev);
-		Telemetry::counter_inc(published_c);
+@if ( Version::at_least("7.1") )
+		Cluster::publish(topic, ev);
+@else
+		Broker::publish(topic, ev);
+@endif
+		++published_pending;
 		return;
 		}
 
 	# Without a bridge, publishing would serialise the event for nobody.
 	if ( kept )
-		Telemetry::counter_inc(held_c);
+		++held_pending;
 	else if ( keeping )
 		# The table is full: send it anyway, a bridge may just be subscribing.
 		publish_message(topic, ev);
@@ -272,6 +310,18 @@ hook Telemetry::sync()
 		{
 		Telemetry::counter_inc(unsent_c, 1.0 * unsent_pending);
 		unsent_pending = 0;
+		}
+
+	if ( published_pending > 0 )
+		{
+		Telemetry::counter_inc(published_c, 1.0 * published_pending);
+		published_pending = 0;
+		}
+
+	if ( held_pending > 0 )
+		{
+		Telemetry::counter_inc(held_c, 1.0 * held_pending);
+		held_pending = 0;
 		}
 	}
 
@@ -357,7 +407,7 @@ event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscript
 		return;
 
 	client_topics[endpoint$id] = subscriptions;
-	subscribed_cache = table();
+	forget_subscriptions();
 
 	if ( ! keeps_evidence() )
 		return;
@@ -381,6 +431,6 @@ event Cluster::websocket_client_lost(endpoint: Cluster::EndpointInfo, code: coun
 		return;
 
 	delete client_topics[endpoint$id];
-	subscribed_cache = table();
+	forget_subscriptions();
 	}
 @endif

@@ -435,11 +435,14 @@ event MSEWatch::flow_evidence(version: count, uid: string, community_id: string,
 	if ( is_remote_event() )
 		return;
 
-	local topic = evidence_topic_for(orig_h, resp_h);
+	# evidence_topic_for() and evidence_wanted() asked only where their answer
+	# is not known beforehand: this runs once per flow, and a script call costs
+	# more than the tests.
+	local topic = shard_count <= 1 ? evidence_topic : evidence_topic_for(orig_h, resp_h);
 
 	# Reading a trace with no bridge: nothing is published nor kept, so
 	# nothing needs to be made ready for publication.
-	if ( ! evidence_wanted(topic) )
+	if ( ! publishing_all && ! keeping && ! evidence_wanted(topic) )
 		return;
 
 @if ( Version::at_least("7.1") )

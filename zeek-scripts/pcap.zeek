@@ -102,7 +102,8 @@ hook evidence_published(c: connection, ending: bool) &group="msewatch-pcap-bridg
 
 event connection_state_remove(c: connection) &group="msewatch-pcap-bridge"
 	{
-	if ( track_open_flows && c$uid in open_flows )
+	# Deleting a uid that is not there does nothing.
+	if ( track_open_flows )
 		delete open_flows[c$uid];
 	}
 
@@ -111,11 +112,15 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     reasons: vector of string, decided_at: time, decided_at_packet: count) &priority=-10
     &group="msewatch-pcap-bridge"
 	{
-	if ( uid !in awaiting_verdict )
+	# One table lookup: the size tells whether the uid was awaited.
+	local awaited = |awaiting_verdict|;
+	delete awaiting_verdict[uid];
+	if ( |awaiting_verdict| == awaited )
 		return;
 
-	delete awaiting_verdict[uid];
-	terminate_when_answered();
+	# terminate_when_answered(), written out: this runs once per verdict.
+	if ( waiting_for_verdicts && |awaiting_verdict| == 0 )
+		terminate();
 	}
 
 event MSEWatch::flow_labels(uids: string, labels: string) &priority=-10
@@ -123,8 +128,7 @@ event MSEWatch::flow_labels(uids: string, labels: string) &priority=-10
 	{
 	local u = split_string(uids, / /);
 	for ( i in u )
-		if ( u[i] in awaiting_verdict )
-			delete awaiting_verdict[u[i]];
+		delete awaiting_verdict[u[i]];
 
 	terminate_when_answered();
 	}

@@ -143,8 +143,10 @@ redef record Conn::Info += {
 
 # uid -> label ("" while waiting) of the connections on this node whose
 # evidence went out and that are still alive.  Bounded by the live
-# connections: entries go when the connection does.
-global awaiting_label: table[string] of string &create_expire=conn_label_timeout;
+# connections: entries go when the connection does.  A uid that is not there
+# reads as "" too (&default, one lookup less per connection): "in" tells
+# them apart where it matters.
+global awaiting_label: table[string] of string &default="" &create_expire=conn_label_timeout;
 
 # Flow verdicts already logged, by uid, and host verdicts by content.  The
 # bridge delivers at least once (a batch cut off by a reconnect is sent
@@ -207,11 +209,9 @@ function conn_write_released(rec: any, id: Log::ID): bool
 	{
 	local info = rec as Conn::Info;
 
-	if ( info$uid in held_conn_writes )
-		delete held_conn_writes[info$uid];
-
-	if ( info$uid in awaiting_label )
-		delete awaiting_label[info$uid];
+	# Deleting a uid that is not there does nothing.
+	delete held_conn_writes[info$uid];
+	delete awaiting_label[info$uid];
 
 	return T;
 	}
@@ -274,53 +274,69 @@ hook evidence_published(c: connection, ending: bool)
 # would cost a set per connection: the first test decides for most.
 event connection_state_remove(c: connection) &priority=-4
 	{
-	if ( ! c$msewatch_done || c$uid !in awaiting_label )
+	if ( ! c$msewatch_done )
 		return;
 
+	# "" if the connection does not wait for a label, or waits still.
 	local label = awaiting_label[c$uid];
 
-	# No verdict yet: keep waiting, the conn.log write is held (above).
-	if ( label == "" && conn_log_waits )
+	if ( label == "" )
+		{
+		# No verdict yet: keep waiting, the conn.log write is held (above).
+		# Otherwise forget it (if it is there).
+		if ( ! conn_log_waits )
+			delete awaiting_label[c$uid];
+
 		return;
+		}
 
 	delete awaiting_label[c$uid];
 
-	if ( label != "" && c?$conn )
+	if ( c?$conn )
 		c$conn$msewatch = label;
 	}
 
-function flow_notice_type(protocol: string): Notice::Type
-	{
-	return protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
-	}
+# Notices raised within notice_suppression, by type and the parts of their
+# $identifier (the local host, and the protocol for P2P_Flow: the identifier
+# string is made only for a notice that is raised).  The Notice framework
+# would suppress a repeat too, but only after it has been built (messages
+# formatted, policy hooks run): on a busy P2P host nearly every flow verdict
+# is such a repeat (zeekcore, issue 9: overhead).
+global recent_notices: set[Notice::Type, addr, string] &create_expire=notice_suppression;
 
-# Notices raised within notice_suppression, by type and identifier.  The
-# Notice framework would suppress a repeat too, but only after it has been
-# built (messages formatted, policy hooks run): on a busy P2P host nearly
-# every flow verdict is such a repeat (zeekcore, issue 9: overhead).
-global recent_notices: set[Notice::Type, string] &create_expire=notice_suppression;
-
-function suppressed_here(note: Notice::Type, identifier: string): bool
+function suppressed_here(note: Notice::Type, host: addr, protocol: string): bool
 	{
 	if ( notice_suppression == 0 secs )
 		return F;
 
-	if ( [note, identifier] in recent_notices )
-		return T;
-
-	add recent_notices[note, identifier];
-	return F;
+	# Adding an entry that is there changes nothing (&create_expire keeps its
+	# first creation time): the size tells, with one table operation.
+	local n = |recent_notices|;
+	add recent_notices[note, host, protocol];
+	return |recent_notices| == n;
 	}
 
+# Runs for every p2p_likely verdict, and most of them are suppressed: the
+# tests before NOTICE are written out here (local_host(), suppressed_here())
+# rather than called, a script call costing more than the test itself.
 function raise_flow_notice(uid: string, id: conn_id, protocol: string,
                            probability: double, reasons: vector of string)
 	{
-	local note = flow_notice_type(protocol);
-	local host = local_host(id$orig_h, id$resp_h);
-	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
+	local note = protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
+	# local_host(): Site::is_local_addr() is "in Site::local_nets".
+	local host = ( id$orig_h in Site::local_nets || id$resp_h !in Site::local_nets )
+	             ? id$orig_h : id$resp_h;
+	local key_protocol = note == Encrypted_BitTorrent ? "" : protocol;
 
-	if ( suppressed_here(note, identifier) )
-		return;
+	if ( notice_suppression != 0 secs )
+		{
+		local n = |recent_notices|;
+		add recent_notices[note, host, key_protocol];
+		if ( |recent_notices| == n )
+			return;
+		}
+
+	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
 
 	local what = note == Encrypted_BitTorrent ? "encrypted BitTorrent (MSE/PE)"
 	                                          : fmt("P2P (%s)", is_protocol_guess(protocol) ? protocol : "unknown protocol");
@@ -337,7 +353,7 @@ function raise_flow_notice(uid: string, id: conn_id, protocol: string,
 function raise_host_notice(host: addr, score: double, probability: double,
                            reasons: vector of string)
 	{
-	if ( suppressed_here(P2P_Host, cat(host)) )
+	if ( suppressed_here(P2P_Host, host, "") )
 		return;
 
 	NOTICE(Notice::Info($note=P2P_Host,
@@ -355,17 +371,21 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
     resp_p: port, label: string, protocol: string, probability: double,
     reasons: vector of string, decided_at: time, decided_at_packet: count)
 	{
-	if ( uid in logged_verdicts )
+	# One table operation each, the size telling whether the uid was there:
+	# adding a uid that is there changes nothing (the set keeps its first
+	# creation time for &create_expire), deleting one that is not neither.
+	local logged = |logged_verdicts|;
+	add logged_verdicts[uid];
+	if ( |logged_verdicts| == logged )
 		{
 		Telemetry::counter_inc(duplicate_verdicts_c);
 		return;
 		}
 
-	add logged_verdicts[uid];
-
-	if ( uid in unanswered )
-		delete unanswered[uid];
-	else if ( keeping )
+	# The kept evidence is forgotten.
+	local waiting = |unanswered|;
+	delete unanswered[uid];
+	if ( |unanswered| == waiting && keeping )
 		# After a Zeek restart, or for an expired or unkept flow.
 		Telemetry::counter_inc(unsolicited_verdicts_c);
 
@@ -382,17 +402,11 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 	if ( label == "p2p_likely" )
 		raise_flow_notice(uid, id, guess ? protocol : "", probability, reasons);
 
-	# In a cluster the connection lives on a worker: cluster.zeek sends it there.
-	if ( (uid in awaiting_label || uid in held_conn_writes) &&
-	     label in conn_log_labels && ! Cluster::is_enabled() )
+	# In a cluster the connection lives on a worker: cluster.zeek sends it
+	# there.  (Cluster::node == "" is Cluster::is_enabled()'s test, not called
+	# once per verdict.)  remember_conn_label() looks the uid up itself.
+	if ( label in conn_log_labels && Cluster::node == "" )
 		remember_conn_label(uid, guess ? label + ":" + protocol : label);
-	}
-
-# Whether a conn.log label (``label`` or ``label:protocol``) is one of
-# conn_log_labels.
-function conn_log_label_wanted(tag: string): bool
-	{
-	return tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels;
 	}
 
 # Flow verdicts sent as conn.log labels only: everything MSEWatch::verdict
@@ -411,22 +425,24 @@ event MSEWatch::flow_labels(uids: string, labels: string)
 	for ( i in u )
 		{
 		local uid = u[i];
-		if ( uid in logged_verdicts )
+		# As in MSEWatch::verdict: one table operation each.
+		local logged = |logged_verdicts|;
+		add logged_verdicts[uid];
+		if ( |logged_verdicts| == logged )
 			{
 			Telemetry::counter_inc(duplicate_verdicts_c);
 			next;
 			}
 
-		add logged_verdicts[uid];
-
-		if ( uid in unanswered )
-			delete unanswered[uid];
-		else if ( keeping )
+		local waiting = |unanswered|;
+		delete unanswered[uid];
+		if ( |unanswered| == waiting && keeping )
 			Telemetry::counter_inc(unsolicited_verdicts_c);
 
-		if ( here && (uid in awaiting_label || uid in held_conn_writes) &&
-		     conn_log_label_wanted(l[i]) )
-			remember_conn_label(uid, l[i]);
+		# conn_log_label_wanted(), written out: this runs once per label.
+		local tag = l[i];
+		if ( here && (tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels) )
+			remember_conn_label(uid, tag);
 		}
 	}
 
