@@ -60,13 +60,6 @@ event MSEWatch::conn_label(uid: string, label: string)
 	remember_conn_label(uid, label);
 	}
 
-# Whether a conn.log label (``label`` or ``label:protocol``) is one of
-# conn_log_labels (a standalone node tests it in its flow_labels handler).
-function conn_log_label_wanted(tag: string): bool
-	{
-	return tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels;
-	}
-
 # Compact labels: forwarded as they came, or only those in conn_log_labels.
 event MSEWatch::flow_labels(uids: string, labels: string)
 	{

@@ -316,25 +316,16 @@ function suppressed_here(note: Notice::Type, host: addr, protocol: string): bool
 	return |recent_notices| == n;
 	}
 
-# Runs for every p2p_likely verdict, and most of them are suppressed: the
-# tests before NOTICE are written out here (local_host(), suppressed_here())
-# rather than called, a script call costing more than the test itself.
+# Runs for every p2p_likely verdict, and most of them are suppressed before
+# the notice is built (its identifier string included).
 function raise_flow_notice(uid: string, id: conn_id, protocol: string,
                            probability: double, reasons: vector of string)
 	{
 	local note = protocol == "bt_mse" ? Encrypted_BitTorrent : P2P_Flow;
-	# local_host(): Site::is_local_addr() is "in Site::local_nets".
-	local host = ( id$orig_h in Site::local_nets || id$resp_h !in Site::local_nets )
-	             ? id$orig_h : id$resp_h;
-	local key_protocol = note == Encrypted_BitTorrent ? "" : protocol;
+	local host = local_host(id$orig_h, id$resp_h);
 
-	if ( notice_suppression != 0 secs )
-		{
-		local n = |recent_notices|;
-		add recent_notices[note, host, key_protocol];
-		if ( |recent_notices| == n )
-			return;
-		}
+	if ( suppressed_here(note, host, note == Encrypted_BitTorrent ? "" : protocol) )
+		return;
 
 	local identifier = note == Encrypted_BitTorrent ? cat(host) : cat(host, protocol);
 
@@ -409,6 +400,13 @@ event MSEWatch::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 		remember_conn_label(uid, guess ? label + ":" + protocol : label);
 	}
 
+# Whether a conn.log label (``label`` or ``label:protocol``) is one of
+# conn_log_labels.
+function conn_log_label_wanted(tag: string): bool
+	{
+	return tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels;
+	}
+
 # Flow verdicts sent as conn.log labels only: everything MSEWatch::verdict
 # does but msewatch.log and the notice.
 event MSEWatch::flow_labels(uids: string, labels: string)
@@ -439,10 +437,8 @@ event MSEWatch::flow_labels(uids: string, labels: string)
 		if ( |unanswered| == waiting && keeping )
 			Telemetry::counter_inc(unsolicited_verdicts_c);
 
-		# conn_log_label_wanted(), written out: this runs once per label.
-		local tag = l[i];
-		if ( here && (tag in conn_log_labels || split_string1(tag, /:/)[0] in conn_log_labels) )
-			remember_conn_label(uid, tag);
+		if ( here && conn_log_label_wanted(l[i]) )
+			remember_conn_label(uid, l[i]);
 		}
 	}
 

@@ -116,19 +116,18 @@ class VerdictQueue:
             return False
         if label is None or not self.hold_labels:  # due now, in order
             self._items.append((key, message, label))
-            self._unwritten.set()
-            if not self.read_path_writes:
-                self.wake.set()
+            due = True
         else:
             labels = self._labels
             labels.append((key, message, label))
             held = len(labels) - self._labels_written
-            if held >= self.label_batch:
-                self._unwritten.set()
-                if not self.read_path_writes:
-                    self.wake.set()
-            elif held == 1 and self._release is None:
+            due = held >= self.label_batch
+            if not due and held == 1 and self._release is None:
                 self._release = asyncio.get_running_loop().call_later(self.label_delay, self.release_labels)
+        if due:
+            self._unwritten.set()
+            if not self.read_path_writes:
+                self.wake.set()
         self.metrics.queue_depth = len(self._items) + len(self._labels)
         if not self._nonempty.is_set():
             self._nonempty.set()
