@@ -187,24 +187,39 @@ cfg = ZeekConfig(endpoints=[url], reconnect={"initial": 0.05, "max": 0.2})
 
 # The latency the bridge adds, measured inside it: from the return of the read that brought a
 # message's evidence frame (BridgeConnection.data_received) to the write of the frames that
-# carry its verdicts (BridgeConnection.send_data, the one transport.write of a batch).
+# carry its verdicts (BridgeConnection.send_data, the one transport.write of a batch). Kept
+# cheap (a few list appends per read and per write, paired in dump()): its cost is the
+# bridge's CPU in this run. Entries are written in the order they were queued (no compact
+# labels here: the peer sends no hello), and no entry leaves the queue during a read (the
+# confirmer runs between reads), so a read queued len(queue) after - before of them.
 clock = time.perf_counter
-read_at = [0.0]
-queued = []  # read time of each verdict put in the queue and not yet framed
-framed = []  # read time of each verdict framed and not yet written
-samples = []
+# flat lists of floats and ints, which the garbage collector does not track (tuples it would)
+reads, read_n = [], []  # the time a read began, and the verdicts it queued
+writes, write_n, write_flows = [], [], []  # the time of a write, the verdicts it carried, the flow verdicts among them
+stalls = []  # BENCH_STALLS=1: reads that took > 1 ms of wall time: (wall, CPU of this thread, bytes)
 _data_received, _send_texts, _send_data = (source.BridgeConnection.data_received,
                                            source.BridgeConnection.send_texts, source.BridgeConnection.send_data)
-stalls = []  # BENCH_STALLS=1: reads that took > 1 ms of wall time: (wall, CPU of this thread, bytes)
+_write_texts = getattr(source.BridgeConnection, "write_texts", None)  # None: a bridge from before it (A/B)
+queue = None  # the bridge's VerdictQueue (main)
 def data_received(self, data):
-    read_at[0] = clock()
+    t = clock()
+    n = len(queue)
     _data_received(self, data)
+    n = len(queue) - n
+    if n:
+        reads.append(t)
+        read_n.append(n)
 if os.environ.get("BENCH_STALLS"):
     def data_received(self, data, thread_time=time.thread_time):
         c0 = thread_time()
-        read_at[0] = t0 = clock()
+        t = clock()
+        n = len(queue)
         _data_received(self, data)
-        w = clock() - t0
+        n = len(queue) - n
+        if n:
+            reads.append(t)
+            read_n.append(n)
+        w = clock() - t
         if w > 0.001:
             stalls.append((w, thread_time() - c0, len(data)))
 # The time each flow verdict was written, in the order written: the parent pairs them with the
@@ -212,25 +227,39 @@ if os.environ.get("BENCH_STALLS"):
 # uid's evidence frame: the latency the bridge adds from the frame's write into its socket to
 # its verdict's write out (CLOCK_MONOTONIC, one clock for all processes of the machine).
 FLOW = b'"MSEWatch::verdict"'
-flow_framed = [0]
-wrote = []
+framed = [0, 0, 0]  # verdicts framed and not yet written; flow verdicts among them; inside write_texts
 def send_texts(self, messages):
-    n = len(messages)
-    framed.extend(queued[:n]); del queued[:n]
-    flow_framed[0] += sum(1 for m in messages if FLOW in (m if type(m) is bytes else m.encode()))
+    framed[0] += len(messages)
+    for m in messages:
+        if FLOW in m:
+            framed[1] += 1
     _send_texts(self, messages)
 def send_data(self):
     _send_data(self)
-    if framed:
-        t = clock()
-        samples.extend(t - r for r in framed)
-        framed.clear()
-    if flow_framed[0]:
-        wrote.extend([clock()] * flow_framed[0])
-        flow_framed[0] = 0
+    if framed[0] and not framed[2]:
+        writes.append(clock())
+        write_n.append(framed[0])
+        write_flows.append(framed[1])
+        framed[0] = framed[1] = 0
+def write_texts(self, messages):  # send_texts + send_data in one (the read path): stamped once, after
+    framed[2] = 1
+    _write_texts(self, messages)
+    framed[2] = 0
+    writes.append(clock())
+    n, flows = framed[0], framed[1]  # counted by send_texts when write_texts fell back to it
+    if not n:
+        n = len(messages)
+        for m in messages:
+            if FLOW in m:
+                flows += 1
+    write_n.append(n)
+    write_flows.append(flows)
+    framed[0] = framed[1] = 0
 source.BridgeConnection.data_received = data_received
 source.BridgeConnection.send_texts = send_texts
 source.BridgeConnection.send_data = send_data
+if _write_texts is not None:
+    source.BridgeConnection.write_texts = write_texts
 if os.environ.get("BENCH_FLUSH_AFTER"):  # A/B of the read path's write grouping (seconds)
     source.FLUSH_AFTER = float(os.environ["BENCH_FLUSH_AFTER"])
 
@@ -245,14 +274,18 @@ def on_gc(phase, info):
 gc.callbacks.append(on_gc)
 
 def reset():
-    samples.clear()
-    wrote.clear()
+    for x in (reads, read_n, writes, write_n, write_flows):
+        x.clear()
     gc_pauses.clear()
     stalls.clear()
 def dump():
-    s = sorted(samples)
-    res = {"n": len(s), "wrote": wrote, "gc": [[sum(1 for g, _ in gc_pauses if g == gen), max([d for g, d in gc_pauses if g == gen] or [0.0])]
-                               for gen in range(3)]}
+    read_at = [t for t, n in zip(reads, read_n) for _ in range(n)]
+    written_at = [t for t, n in zip(writes, write_n) for _ in range(n)]
+    k = len(written_at) - min(len(read_at), len(written_at))  # written, queued before the reset: skipped
+    s = sorted(w - r for r, w in zip(read_at, written_at[k:]))
+    wrote = [t for t, f in zip(writes, write_flows) for _ in range(f)]
+    res = {"n": len(s), "wrote": wrote, "gc": [[sum(1 for g, _ in gc_pauses if g == gen), max([d for g, d in gc_pauses if g == gen] or [0.0]),
+                                sum(d for g, d in gc_pauses if g == gen)] for gen in range(3)]}
     if stalls:
         res["stalls"] = sorted(stalls, reverse=True)[:8]
         res["stalls_n"] = len(stalls)
@@ -267,11 +300,8 @@ async def main():
         bridge = Bridge(cfg, Engine(Config()), freeze_gc=True)  # as `msewatch run` (run_bridge) makes it
     except TypeError:  # a bridge from before freeze_gc (A/B with MSEWATCH_BENCH_BRIDGE)
         bridge = Bridge(cfg, Engine(Config()))
-    put = bridge.queue.put
-    def stamped_put(key, message, *label):
-        queued.append(read_at[0])
-        return put(key, message, *label)
-    bridge.queue.put = stamped_put
+    global queue
+    queue = bridge.queue
     bridge.install_signal_handlers()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, reset)
@@ -574,8 +604,23 @@ def bridge_latency(child: subprocess.Popen, out: Path, timeout: float = 30) -> d
     return json.loads(out.read_text())
 
 
+def latency_placements(bridge_cpu: int | None, peer_cpu: int | None, share: bool) -> list[tuple[str, int | None, int | None]]:
+    """Where the paced runs put the bridge and the peer: (name, bridge CPU, peer CPU), None for
+    any CPU. On 2 CPUs or more: first the bridge on a CPU of its own and the peer's two
+    processes on another (as a sensor runs it: Zeek's workers on their cores, each bridge on
+    one), then, unless --bridge-cpu/--peer-cpu chose, all three on all CPUs, the scheduler
+    placing them. With --share only the latter."""
+    if bridge_cpu is not None or peer_cpu is not None:
+        return [("pinned", bridge_cpu, peer_cpu)]
+    cpus = sorted(os.sched_getaffinity(0))
+    if share or len(cpus) < 2:
+        return [("shared", None, None)]
+    return [("pinned", cpus[0], cpus[1]), ("shared", None, None)]
+
+
 def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float, profile: bool,
-               tick: float = 0.0, bridge_cpu: int | None = None, peer_cpu: int | None = None) -> dict:
+               tick: float = 0.0, bridge_cpu: int | None = None, peer_cpu: int | None = None,
+               placements: list | None = None) -> dict:
     import tempfile
 
     peer = Peer(messages)
@@ -585,6 +630,7 @@ def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float
     out = tmp / "latency.json"
     child = subprocess.Popen([str(exe) if exe.exists() else sys.executable, "-c", BRIDGE_CHILD, peer.url,
                               "1" if profile else "", str(out)], env=env, stderr=subprocess.PIPE if profile else None)
+    every_cpu = os.sched_getaffinity(0)
     if bridge_cpu is not None:
         os.sched_setaffinity(child.pid, {bridge_cpu})
     if peer_cpu is not None:
@@ -602,9 +648,12 @@ def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float
         res["n"] = n
         res["cpu"] = c1 - c0
         res["wall"] = w1 - w0
-        for rate in rates:
+        runs = [(rate, place) for rate in rates for place in (placements or [("as started", bridge_cpu, peer_cpu)])]
+        for rate, (where, b_cpu, p_cpu) in runs:
             if rate <= 0 or seconds <= 0:
                 continue
+            for pid, cpu in ((child.pid, b_cpu), (0, p_cpu), (peer.receiver.pid, p_cpu)):
+                os.sched_setaffinity(pid, every_cpu if cpu is None else {cpu})
             child.send_signal(signal.SIGUSR1)  # the bridge's own measure starts afresh
             time.sleep(0.05)
             load0 = os.getloadavg()[0]
@@ -617,7 +666,7 @@ def end_to_end(messages: list[bytes], n: int, rates: list[float], seconds: float
             # bridge, where the counts agree (verdicts in the order both sides saw them)
             added = (percentiles([w - s for w, s in zip(wrote, peer.last_sent)])
                      if len(wrote) == len(peer.last_sent) else {"n": 0})
-            res["paced"].append({"n": total, "rate": rate, "cpu": c1 - c0, "wall": w1 - w0, "rtt": percentiles(rtts),
+            res["paced"].append({"n": total, "rate": rate, "where": where, "cpus": (b_cpu, p_cpu), "cpu": c1 - c0, "wall": w1 - w0, "rtt": percentiles(rtts),
                                  "inside": inside, "added": added, "sender_cpu": sender_cpu,
                                  "receiver_cpu": r1 - r0, "load": (load0, os.getloadavg()[0])})
         res["host_verdicts"] = peer.host_verdicts
@@ -652,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the paced sender sleeps at least this long between writes (0: until each frame's deadline)")
     ap.add_argument("--bridge-cpu", type=int, help="pin the bridge process to this CPU")
     ap.add_argument("--peer-cpu", type=int, help="pin the peer (sender and receiver) to this CPU")
+    ap.add_argument("--share", action="store_true",
+                    help="paced runs only with the bridge and the peer on all CPUs (default: pinned apart, then shared)")
     ap.add_argument("--smoke", action="store_true", help="CI: small, one round, nothing timed asserted")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -679,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load0 = os.getloadavg()
     res = end_to_end(messages, args.n, rates, args.seconds, args.profile, args.tick_us * 1e-6, args.bridge_cpu,
-                     args.peer_cpu)
+                     args.peer_cpu, latency_placements(args.bridge_cpu, args.peer_cpu, args.share))
     load1 = os.getloadavg()
     rate_cpu = res["n"] / res["cpu"] if res["cpu"] > 0 else float("inf")
     rate_wall = res["n"] / res["wall"]
@@ -702,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for p in res["paced"]:
         rtt, inside, added = p["rtt"], p["inside"], p["added"]
+        b_cpu, p_cpu = p["cpus"]
+        where = (f"the bridge on CPU {b_cpu}, the peer on CPU {p_cpu}" if b_cpu is not None or p_cpu is not None
+                 else "the bridge and the peer on all CPUs")
         print(f"  paced at {p['rate']:,.0f} msgs/s for {p['wall']:.1f} s ({p['n']:,} messages, {rtt['n']:,} timed,"
-              f" load average {p['load'][0]:.1f} -> {p['load'][1]:.1f}):")
+              f" load average {p['load'][0]:.1f} -> {p['load'][1]:.1f}), {where}:")
         print(f"    round trip at the peer (evidence frame written -> verdict frame read): {ms(rtt)}")
         print(f"    added by the bridge, frame in -> frame out (the peer's write of an evidence frame -> the bridge's"
               f" write of its verdict, {added['n']:,} flow verdicts): {ms(added)}")
@@ -714,13 +768,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1e3 * w:.1f} ms wall / {1e3 * c:.1f} ms CPU / {n // 1024} KiB" for w, c, n in inside["stalls"][:4]))
         if inside.get("gc"):
             print("    the bridge's garbage collections: " + ", ".join(
-                f"gen{g} {c} (longest {1e3 * d:.2f} ms)" for g, (c, d) in enumerate(inside["gc"])))
+                f"gen{g} {c} (longest {1e3 * d:.2f} ms, in all {1e3 * t:.1f} ms)" for g, (c, d, t) in enumerate(inside["gc"])))
         print(f"    CPU: bridge {100 * p['cpu'] / p['wall']:.0f} % of a core; peer sender"
               f" {100 * p['sender_cpu'] / p['wall']:.0f} %, receiver {100 * p['receiver_cpu'] / p['wall']:.0f} %")
         target = (" (target p99 <= 1 ms: " + ("meets" if added.get("p99", 1) <= 1e-3 else "MISSES") + ")"
                   if p["rate"] >= 25_000 else "")
         if added.get("n"):
-            common.summary(f"bridge latency at {p['rate']:,.0f}/s", f"added (frame in -> frame out) p99"
+            common.summary(f"bridge latency at {p['rate']:,.0f}/s, {p['where']}", f"added (frame in -> frame out) p99"
                            f" {1e3 * added['p99']:.3f} ms, p50 {1e3 * added['p50']:.3f} ms" + target
                            + f"; round trip at the peer p99 {1e3 * rtt['p99']:.3f} ms"
                            + (f"; in the bridge p99 {1e3 * inside['p99']:.3f} ms" if inside.get("n") else ""))

@@ -24,12 +24,13 @@ import random
 import signal
 import socket
 import time
+from bisect import bisect_left
 from typing import Any, Callable, Iterable, Protocol
 from urllib.parse import urlsplit
 
 from .config_zeek import ZeekConfig
 from .evidence import FlowEvidence
-from .metrics import Metrics, MetricsServer
+from .metrics import LATENCY_BUCKETS, Metrics, MetricsServer
 from .sinks.zeek_ws import AnsweredCache, VerdictQueue, VerdictSender
 from .sources.zeek_ws import EvidenceReader, open_session
 from .verdict import FlowVerdict
@@ -77,6 +78,7 @@ class Bridge:
         self._stats = getattr(engine, "stats", None)
         fast = compiled_codec(self.codec)  # the compiled verdict encoder, or None
         self._encode_c = fast[1].encode if fast is not None else None
+        self.reader.fast = self.message_handler()
         self.rng = rng or random.Random()
         self._stop: asyncio.Event | None = None
         self._stopping = False
@@ -95,11 +97,10 @@ class Bridge:
     def _on_evidence(self, ev: FlowEvidence) -> None:
         """One flow's evidence: decided once (its verdicts encoded and queued for Zeek, and
         remembered by uid), or answered again from AnsweredCache when Zeek resends it."""
-        metrics = self.metrics
         uid = ev.uid
         answers = self.answered.get(uid)
         if answers is not None:  # Zeek sent it again: same answer, no second decision
-            metrics.evidence_repeated_total += 1
+            self.metrics.evidence_repeated_total += 1
             if type(answers) is not tuple:  # one flow verdict, sent in full: its message alone
                 self.queue.put(uid, answers, None)
             elif type(answers[0]) is not tuple:  # one flow verdict that may go as a label: (message, label)
@@ -111,12 +112,17 @@ class Bridge:
         try:
             verdicts = self.engine.process_evidence(ev)
         except Exception:
-            metrics.engine_errors_total += 1
+            self.metrics.engine_errors_total += 1
             log.exception("engine failed on evidence for %s; skipped", uid)
             return
         stats = self._stats  # the engine counts what it cut to the budget
         if stats is not None:
-            metrics.evidence_truncated_total = stats.evidence_truncated
+            self.metrics.evidence_truncated_total = stats.evidence_truncated
+        self._answer(uid, verdicts)
+
+    def _answer(self, uid: str, verdicts: Iterable[Any]) -> None:
+        """Encode and queue a flow's verdicts for Zeek, and remember them by its uid."""
+        metrics = self.metrics
         topic = self.cfg.verdict_topic
         counts = metrics.verdicts
         put = self.queue.put
@@ -148,16 +154,88 @@ class Bridge:
                     label = None
             produced.append((key, message, label))
             put(key, message, label)
-        # Remembered as the message alone when it is the flow's one verdict sent in full, and
-        # as (message, label) when it may go as a label: bytes and a tuple of bytes and str,
-        # which the garbage collector stops tracking. Nested tuples from CPython's free list
-        # piled up in the young generation (80k at 25k/s) and the collection that finally
-        # came walked them all in one ~7 ms pause of the event loop.
+        # The flow's one verdict is remembered as its message, bytes, and its label, a str kept
+        # beside it (AnsweredCache): nothing the garbage collector walks. Nested tuples from
+        # CPython's free list piled up in the young generation (80k at 25k/s) and the
+        # collection that finally came walked them all in one ~7 ms pause of the event loop;
+        # a (message, label) tuple per flow still made each young collection ~1 ms.
         if len(produced) == 1 and produced[0][0] == uid:
             _, message, label = produced[0]
-            self.answered.put(uid, message if label is None else (message, label))
+            self.answered.put(uid, message, label)
         else:
             self.answered.put(uid, tuple(produced))
+
+    def message_handler(self) -> Callable[[bytes], None] | None:
+        """One data message, handled in one function for the common case: flow evidence the
+        compiled decoder takes, a uid not answered before, and one flow verdict the compiled
+        encoder writes. It does what EvidenceReader.handle_timed, _on_evidence and _answer do
+        for it, with their state bound to locals: per message at 25k/s that glue
+        was about 2 us of the bridge's ~20 a message in-process (docs/performance.md, "Latency
+        at 25k/s, third stop"). Anything else goes to those methods; tests/bridge/test_bridge.py
+        holds the two paths' results equal. None without the compiled codec."""
+        fast = compiled_codec(self.codec)
+        if fast is None:
+            return None
+        decode, encode = fast[0].decode, fast[1].encode
+        reader, metrics, queue, answered = self.reader, self.metrics, self.queue, self.answered
+        clock, buckets, hist = time.perf_counter, LATENCY_BUCKETS, metrics.latency_counts
+        segments = answered._segments  # AnsweredCache's dicts, changed in place
+        seen, mask = answered.seen, answered.mask
+        remember = answered.put
+        process = self.engine.process_evidence
+        stats = self._stats
+        counts = metrics.verdicts
+        topic = self.cfg.verdict_topic
+        full, compact = self._full, self._compact
+        put = queue.put
+        other, on_evidence, answer = reader.handle, self._on_evidence, self._answer
+
+        def on_message(raw: bytes) -> None:
+            t0 = clock()
+            try:
+                ev = decode(raw)
+                if ev is None:  # any other message, or evidence the compiled decoder leaves
+                    other(raw)
+                else:
+                    metrics.evidence_received_total += 1
+                    uid = ev.uid
+                    for seg in segments if seen[hash(uid) & mask] else ():  # AnsweredCache.get's first look
+                        if uid in seg:  # answered before: _on_evidence answers it again
+                            on_evidence(ev)
+                            break
+                    else:
+                        try:
+                            verdicts = process(ev)
+                        except Exception:
+                            metrics.engine_errors_total += 1
+                            log.exception("engine failed on evidence for %s; skipped", uid)
+                        else:
+                            if stats is not None:
+                                metrics.evidence_truncated_total = stats.evidence_truncated
+                            v = verdicts[0] if type(verdicts) is list and len(verdicts) == 1 else None
+                            message = (encode(v, topic) if type(v) is FlowVerdict and v.uid == uid else None)
+                            if message is None:
+                                answer(uid, verdicts)
+                            else:
+                                label = v.label
+                                ck = ("flow", label, v.protocol or "unknown")
+                                counts[ck] = counts.get(ck, 0) + 1
+                                if compact and label not in full:
+                                    label = conn_label(v)
+                                    if not packable(uid, label):
+                                        label = None
+                                else:
+                                    label = None
+                                put(uid, message, label)
+                                remember(uid, message, label)
+            except Exception:  # a bug must not take the connection down with every message after it
+                metrics.engine_errors_total += 1
+                log.exception("handling a message failed; skipped")
+            seconds = clock() - t0
+            hist[bisect_left(buckets, seconds)] += 1  # Metrics.observe_latency, inline
+            metrics.latency_sum += seconds
+
+        return on_message
 
     def _on_event(self, event: Any) -> None:
         """An event on the evidence topic other than flow evidence: the package's hello says

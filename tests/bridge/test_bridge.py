@@ -563,6 +563,44 @@ def test_answered_cache_keeps_the_most_recent_uids_within_its_bound():
     assert cache.get("u920") == b"m920" and cache.get("u921") is None
 
 
+def test_answered_cache_keeps_labels_apart_and_frees_a_retired_segment_a_little_per_put():
+    """A flow's one message and its conn.log label come back as (message, label), and are kept
+    as bytes and str (nothing the garbage collector walks). A segment dropped from the cache
+    is gone for get() at once and freed FREE_PER_PUT entries per put, not in one pause."""
+    import gc
+
+    cache = AnsweredCache(80)  # 8 segments of 10 uids
+    for i in range(80):
+        cache.put(f"u{i}", b"m%d" % i, f"normal_likely:tls{i}" if i % 2 else None)
+    assert cache.get("u73") == (b"m73", "normal_likely:tls73") and cache.get("u74") == b"m74"
+    assert not any(gc.is_tracked(v) for seg in cache._segments for v in seg.values())
+    assert not cache._retired
+    cache.put("u80", b"m80")  # the newest segment is full: a new one, and the oldest is dropped
+    assert cache.get("u0") is None and cache.get("u1") is None  # dropped: not answered any more
+    for i in range(81, 91):
+        cache.put(f"u{i}", b"m%d" % i)  # the next segment: the second oldest is dropped
+    left = [sum(len(d) for d, _ in cache._retired)]
+    for i in range(91, 100):
+        cache.put(f"u{i}", b"m%d" % i)
+        left.append(sum(len(d) for d, _ in cache._retired))
+    assert all(a - b <= AnsweredCache.FREE_PER_PUT for a, b in zip(left, left[1:]))  # a little per put
+    assert left[-1] == 0 and not cache._retired  # and all of it within half a segment's puts
+    assert cache.get("u21") == (b"m21", "normal_likely:tls21")  # a hit in an old segment keeps its label
+    assert cache.get("u21") == (b"m21", "normal_likely:tls21") and "u21" in cache._segments[-1]
+    # the one-byte first look counts every entry held (and not yet freed), and only those
+    held = [0] * len(cache.seen)
+    for seg in cache._segments + [d for d, counted in cache._retired if counted]:
+        for uid in seg:
+            held[hash(uid) & cache.mask] += 1
+    assert held == list(cache.seen)
+    cache.put("u21", b"again")  # answered again without a label: the old label goes too
+    assert cache.get("u21") == b"again"
+    for i in range(100, 200):
+        cache.put(f"u{i}", b"")
+    freeing = sum(len(d) for d, counted in cache._retired if counted)
+    assert sum(cache.seen) == len(cache) + freeing and freeing <= 10  # every freed entry uncounted
+
+
 # ----------------------------------------------------------------------------- evidence beyond the budget
 
 
@@ -814,3 +852,63 @@ def test_packed_labels_and_config():
             ZeekConfig(full_verdicts=bad)
     with pytest.raises(ValueError):
         ZeekConfig(label_delay=5)
+
+
+# ----------------------------------------------------------------------------- the fused read path
+
+
+def _state(bridge: Bridge) -> dict:
+    """What handling messages leaves behind: the queue in order, the answered cache, the counters."""
+    q, m, a = bridge.queue, bridge.metrics, bridge.answered
+    return {
+        "items": list(q._items), "labels": list(q._labels),
+        "answered": {uid: a.get(uid) for seg in a._segments for uid in list(seg)},
+        "counters": (m.evidence_received_total, m.evidence_repeated_total, m.engine_errors_total,
+                     m.decode_errors_total if hasattr(m, "decode_errors_total") else None,
+                     m.server_errors_total, m.evidence_truncated_total, m.verdicts_unencodable_total),
+        "verdicts": dict(m.verdicts), "histogram": sum(m.latency_counts),
+    }
+
+
+@pytest.mark.parametrize("hold_labels,cache", [(False, 10_000), (True, 10_000), (False, 40)])
+def test_the_fused_message_handler_leaves_what_the_general_path_leaves(hold_labels, cache):
+    """Bridge.message_handler (the read path's one function for the common message) against
+    EvidenceReader.handle_timed -> Bridge._on_evidence: real evidence of the corpus through
+    the real engine, with uids repeated (answered from the cache), host verdicts, a hello,
+    a server error and a malformed message among them; the queue (entries, order, labels),
+    the answered cache and every counter end up the same."""
+    engine_mod = pytest.importorskip("msewatch.engine")
+    config_mod = pytest.importorskip("msewatch.config")
+    cfg = config_mod.Config()
+    evs = list(engine_mod.extract_evidence(PCAPS, cfg))
+    assert len(evs) > 20
+    raw = [v1.encode_event_message(EVIDENCE_TOPIC, events.evidence_to_event(e)).encode() for e in evs]
+    raw[5:5] = [b'{"type":"error","code":"deserialization_failed","context":"x"}', b"{not json",
+                v1.encode_event_message(EVIDENCE_TOPIC, v1.Event(events.HELLO, [["flow_labels"]])).encode()]
+    raw += raw[:15] + raw[-3:]  # Zeek sends evidence again: answered from the cache
+
+    async def handle(fast: bool) -> dict:
+        bridge = Bridge(zeek_cfg("ws://127.0.0.1:1/v1/messages/json", answered_cache=cache),
+                        engine_mod.Engine(cfg))
+        bridge.queue.hold_labels = hold_labels
+        handler = bridge.message_handler() if fast else None
+        if fast:
+            assert handler is not None, "the compiled codec is not built"
+        else:
+            from msewatch.wire.events import _compiled_codec
+
+            bridge.reader._decode_c = _compiled_codec(bridge.codec)[0].decode
+            handler = bridge.reader.handle_timed
+        for r in raw:
+            handler(r)
+        state = _state(bridge)
+        bridge.queue.release_labels()
+        return state
+
+    if events._compiled_codec(v1.Codec()) is None:
+        pytest.skip("msewatch._wire is not built")
+    fast, general = run(handle(True)), run(handle(False))
+    assert fast == general
+    assert fast["counters"][1] == (15 if cache > len(raw) else 3)  # the repeats (an evicted uid is decided again)
+    assert fast["items"] or fast["labels"]
+    assert len(fast["answered"]) <= cache

@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Opcode, apply_mask as _apply_mask
 from websockets.protocol import CLIENT as _CLIENT, State
 
+from .. import compiled
 from ..config_zeek import TLSConfig, ZeekConfig
 from ..evidence import FlowEvidence
 from ..metrics import LATENCY_BUCKETS, Metrics
@@ -88,6 +89,8 @@ def _ioctl_int(fd: int, request: int) -> int:
 
 
 _FIONREAD = getattr(termios, "FIONREAD", 0x541B)
+_wire_c = compiled.module("_wire")
+_client_frames = getattr(_wire_c, "client_frames", None)  # None: the frames are built in Python
 _SMALL = 1 << 20  # frames up to this size are cut here (BridgeConnection.data_received)
 # a read of fewer bytes than this emptied the socket's receive buffer (asyncio reads up to
 # 256 KiB at a time, uvloop 64 KiB)
@@ -252,6 +255,35 @@ class BridgeConnection(ClientConnection):
             data, self._fragments = b"".join(self._fragments), None
             handler(data)
 
+    def _mask_keys(self, need: int) -> tuple[bytes, int]:
+        """`need` random bytes for mask keys: (a pool, where they start in it). One
+        getrandom() per 4 KiB of keys, not one per write."""
+        at = self._keys_at
+        if at + need > len(self._keys):
+            self._keys, at = os.urandom(max(4096, need)), 0
+        self._keys_at = at + need
+        return self._keys, at
+
+    def write_texts(self, messages: list[bytes]) -> None:
+        """send_texts() and send_data() in one: the frames go straight to the transport, built
+        in one C call (msewatch._wire.client_frames), when the protocol is plainly open and
+        holds nothing unwritten (a ping, a pong or a close frame goes out as it is made:
+        websockets' send_data). Otherwise, or for a str message, the two calls."""
+        p = self.protocol
+        if (_client_frames is None or p.writes or p.state is not _OPEN or p.expect_continuation_frame
+                or p.extensions or p.side is not _CLIENT):
+            self.send_texts(messages)
+            self.send_data()
+            return
+        keys, at = self._mask_keys(4 * len(messages))
+        try:
+            data = _client_frames(messages, keys, at)
+        except TypeError:  # a str among them
+            self.send_texts(messages)
+            self.send_data()
+            return
+        self.transport.write(data)
+
     def send_texts(self, messages: list[str | bytes]) -> None:
         """Queue text frames, one per message, as the protocol's send_text would (a client's
         frames: masked, each with its own random key), built in one go; inside
@@ -263,11 +295,14 @@ class BridgeConnection(ClientConnection):
                 p.send_text(m.encode() if type(m) is str else m)
             return
         need = 4 * len(messages)
-        at = self._keys_at
-        if at + need > len(self._keys):  # mask keys from a pool: one getrandom() per 4 KiB, not per write
-            self._keys, at = os.urandom(max(4096, need)), 0
-        keys = self._keys[at:at + need]
-        self._keys_at = at + need
+        pool, at = self._mask_keys(need)
+        if _client_frames is not None:
+            try:
+                p.writes.append(_client_frames(messages, pool, at))
+                return
+            except TypeError:  # a str among them
+                pass
+        keys = pool[at:at + need]
         out = []
         for i, m in enumerate(messages):
             if type(m) is str:
@@ -347,6 +382,9 @@ class EvidenceReader:
         self._suppressed = 0
         self._clock = time.perf_counter
         self._decode_c: Callable[[bytes], FlowEvidence | None] | None = None  # set by run()
+        # a handler that does all of handle_timed and on_evidence for the common message
+        # (Bridge.message_handler); run() uses it instead of handle_timed when set
+        self.fast: Callable[[bytes], None] | None = None
 
     def _warn(self, fmt: str, *args: Any) -> None:
         now = time.monotonic()
@@ -407,11 +445,12 @@ class EvidenceReader:
         connection cleanly (e.g. 1001 "Terminating"), raises when it is lost."""
         fast = wire_events._compiled_codec(self.codec)
         self._decode_c = fast[0].decode if fast is not None else None
+        handler = self.fast or self.handle_timed
         for raw in early:
-            self.handle_timed(raw)
+            handler(raw)
         if early and ws.after_messages is not None:
             ws.after_messages()
-        ws.on_message = self.handle_timed
+        ws.on_message = handler
         try:
             await ws.wait_closed()
         finally:
