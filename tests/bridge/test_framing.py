@@ -90,9 +90,10 @@ def cuts(data: bytes, rng: random.Random, how: str) -> list[bytes]:
     return out
 
 
-async def run_client(chunks: list[bytes], framing: bool, max_size: int = 16 << 20):
-    """Connect to a server that sends nothing on its own, feed the chunks to the client's
-    data_received; return the messages, the client's writes, its state and close codes."""
+async def on_a_connection(act, **kw):
+    """act(ws) on a BridgeConnection (connect's `kw`) to a local websockets server that reads all
+    it gets and sends nothing on its own; act's result."""
+
     async def handler(ws):
         async for _ in ws:
             pass
@@ -100,7 +101,18 @@ async def run_client(chunks: list[bytes], framing: bool, max_size: int = 16 << 2
     async with serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
         ws = await connect(f"ws://127.0.0.1:{port}/", create_connection=BridgeConnection, ping_interval=None,
-                           compression=None, max_size=max_size)
+                           compression=None, **kw)
+        try:
+            return act(ws)
+        finally:
+            await ws.close()
+
+
+def run_client(chunks: list[bytes], framing: bool, max_size: int = 16 << 20):
+    """Feed the chunks to a connected client's data_received; return the messages, the
+    client's writes, its state and close codes."""
+
+    def act(ws):
         got: list[bytes] = []
         ws.on_message = lambda data: got.append(bytes(data))
         if framing:
@@ -118,7 +130,9 @@ async def run_client(chunks: list[bytes], framing: bool, max_size: int = 16 << 2
         close = (ws.protocol.close_rcvd and ws.protocol.close_rcvd.code,
                  ws.protocol.close_sent and ws.protocol.close_sent.code)
         ws.transport.abort()
-    return got, b"".join(writes), state, close
+        return got, b"".join(writes), state, close
+
+    return on_a_connection(act, max_size=max_size)
 
 
 def unmasked(writes: bytes) -> list[tuple[int, bytes]]:
@@ -189,26 +203,19 @@ def test_send_texts_frames_as_the_protocol_does():
     the same frames once unmasked, every length encoding, str and bytes, a key per frame."""
     messages = [b"", "é" * 3, b"a" * 125, b"b" * 126, "c" * 65535, b"d" * 65536, b'{"v":1}' * 9000]
 
-    async def frames(ours: bool):
-        async def handler(ws):
-            async for _ in ws:
-                pass
-
-        async with serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            ws = await connect(f"ws://127.0.0.1:{port}/", create_connection=BridgeConnection, ping_interval=None,
-                               compression=None)
+    def frames(ours: bool):
+        def act(ws):
             p = ws.protocol
             if ours:
                 ws.send_texts(messages)
             else:
                 for m in messages:
                     p.send_text(m.encode() if isinstance(m, str) else m)
-            out = b"".join(p.data_to_send())
-            await ws.close()
-        return out
+            return b"".join(p.data_to_send())
 
-    ours, theirs = asyncio.run(frames(True)), asyncio.run(frames(False))
+        return asyncio.run(on_a_connection(act))
+
+    ours, theirs = frames(True), frames(False)
     assert unmasked(ours) == unmasked(theirs) == [(1, m.encode() if isinstance(m, str) else m) for m in messages]
     assert ours != theirs  # random keys
 
@@ -220,15 +227,8 @@ def test_after_messages_follows_every_read_that_handed_over_messages(monkeypatch
     every 4th message once flush_after has passed (0 here: at each 4th)."""
     events: list = []
 
-    async def scenario(flush_after: float):
-        async def handler(ws):
-            async for _ in ws:
-                pass
-
-        async with serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            ws = await connect(f"ws://127.0.0.1:{port}/", create_connection=BridgeConnection, ping_interval=None,
-                               compression=None)
+    def scenario(flush_after: float):
+        def act(ws):
             ws.on_message = lambda data: events.append(bytes(data))
             ws.after_messages = lambda: events.append("after")
             ws.flush_after = flush_after
@@ -241,6 +241,8 @@ def test_after_messages_follows_every_read_that_handed_over_messages(monkeypatch
             ws.data_received(whole[3:])
             ws.data_received(b"".join(m[3:10]))
             ws.transport.abort()
+
+        return on_a_connection(act)
 
     asyncio.run(scenario(3600.0))
     msgs = [b'{"i":%d}' % i for i in range(10)]
@@ -263,34 +265,25 @@ def test_write_texts_writes_the_frames_send_texts_builds(monkeypatch, compiled_f
         pytest.skip("msewatch._wire is not built")
     batches = [[b"", b"a" * 125, b"b" * 126, b"d" * 65536, b'{"v":1}' * 9000], [b"x", "\u00e9" * 3]]
 
-    async def written():
-        async def handler(ws):
-            async for _ in ws:
-                pass
+    def act(ws):
+        transport, writes = ws.transport, []
 
-        async with serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            ws = await connect(f"ws://127.0.0.1:{port}/", create_connection=BridgeConnection, ping_interval=None,
-                               compression=None)
-            transport, writes = ws.transport, []
+        class Recorder:
+            def write(self, data):
+                writes.append(bytes(data))
 
-            class Recorder:
-                def write(self, data):
-                    writes.append(bytes(data))
+            def __getattr__(self, name):
+                return getattr(transport, name)
 
-                def __getattr__(self, name):
-                    return getattr(transport, name)
-
-            ws.transport = Recorder()
-            try:
-                for batch in batches:
-                    ws.write_texts(batch)
-            finally:
-                ws.transport = transport
-            await ws.close()
+        ws.transport = Recorder()
+        try:
+            for batch in batches:
+                ws.write_texts(batch)
+        finally:
+            ws.transport = transport
         return writes
 
-    writes = asyncio.run(written())
+    writes = asyncio.run(on_a_connection(act))
     assert len(writes) == len(batches)  # one write per batch
     for data, batch in zip(writes, batches):
         assert unmasked(data) == [(1, m.encode() if isinstance(m, str) else m) for m in batch]
