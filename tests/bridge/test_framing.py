@@ -256,7 +256,7 @@ def test_after_messages_follows_every_read_that_handed_over_messages(monkeypatch
 def test_write_texts_writes_the_frames_send_texts_builds(monkeypatch, compiled_frames):
     """BridgeConnection.write_texts (the read path's verdict writes): the frames go to the
     transport in one write, the same once unmasked as the protocol's own, built in C
-    (msewatch._wire.client_frames) or, without it or for a str, by send_texts + send_data."""
+    (msewatch._wire.client_frames) or, without it or for a str, in Python by send_texts."""
     from msewatch.sources import zeek_ws as source
 
     if not compiled_frames:

@@ -283,10 +283,7 @@ class VerdictSender:
         entries, taken = queue.take_unwritten(self.batch)
         if not entries:
             return 0
-        if self._labels:
-            batch, packed = self.messages(entries)
-        else:
-            batch, packed = [e[1] for e in entries], 0
+        batch, packed = self.messages(entries)
         ws.write_texts(batch)
         self._count(taken, packed)
         if not self._pending:  # else the confirmer wakes run() when that ping's pong is in

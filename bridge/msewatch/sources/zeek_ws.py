@@ -265,24 +265,16 @@ class BridgeConnection(ClientConnection):
         return self._keys, at
 
     def write_texts(self, messages: list[bytes]) -> None:
-        """send_texts() and send_data() in one: the frames go straight to the transport, built
-        in one C call (msewatch._wire.client_frames), when the protocol is plainly open and
-        holds nothing unwritten (a ping, a pong or a close frame goes out as it is made:
-        websockets' send_data). Otherwise, or for a str message, the two calls."""
+        """send_texts() and send_data() in one: when the frames are all the protocol holds
+        unwritten (a ping, a pong or a close frame goes out as it is made: websockets'
+        send_data), they go straight to the transport."""
         p = self.protocol
-        if (_client_frames is None or p.writes or p.state is not _OPEN or p.expect_continuation_frame
-                or p.extensions or p.side is not _CLIENT):
-            self.send_texts(messages)
+        before = len(p.writes)
+        self.send_texts(messages)
+        if before == 0 and len(p.writes) == 1:
+            self.transport.write(p.writes.pop())
+        else:
             self.send_data()
-            return
-        keys, at = self._mask_keys(4 * len(messages))
-        try:
-            data = _client_frames(messages, keys, at)
-        except TypeError:  # a str among them
-            self.send_texts(messages)
-            self.send_data()
-            return
-        self.transport.write(data)
 
     def send_texts(self, messages: list[str | bytes]) -> None:
         """Queue text frames, one per message, as the protocol's send_text would (a client's
